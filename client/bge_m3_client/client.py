@@ -1,0 +1,257 @@
+"""`BGEM3Client` and `AsyncBGEM3Client`: encode, score, rerank and the RunPod shape over Triton."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from bge_m3_client import contract as c
+from bge_m3_client import requests as rq
+from bge_m3_client.errors import BGEM3Error
+from bge_m3_client.results import EmbeddingResult
+from bge_m3_client.transport import AsyncTransport, Call, SyncTransport
+
+Pairs = Sequence[tuple[str, str]]
+
+
+class _Common:
+    """Arguments and request planning shared by the sync and the async client."""
+
+    def __init__(self, url: str, protocol: str, timeout: float, model: str, rerank_model: str,
+                 cross_encoder_model: str, retries: int, backoff: float) -> None:
+        self.url = url
+        self.protocol = protocol
+        self.timeout = timeout
+        self.model = model
+        self.rerank_model = rerank_model
+        self.cross_encoder_model = cross_encoder_model
+        self.retries = retries
+        self.backoff = backoff
+        self._max_batch: dict[str, int] = {}
+
+    def _score_params(self, weights: Sequence[float], max_query_length: int | None,
+                      max_passage_length: int | None) -> dict[str, Any]:
+        params: dict[str, Any] = dict(zip(c.PARAM_WEIGHTS, rq.check_weights(weights)))
+        if max_query_length is not None:
+            params[c.PARAM_MAX_QUERY_LENGTH] = int(max_query_length)
+        if max_passage_length is not None:
+            params[c.PARAM_MAX_PASSAGE_LENGTH] = int(max_passage_length)
+        return params
+
+    @staticmethod
+    def _ranked(scores: Sequence[float], top_n: int | None) -> list[tuple[int, float]]:
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        return [(i, float(scores[i])) for i in order[: top_n if top_n is not None else len(order)]]
+
+    @staticmethod
+    def _runpod_results(texts: list[str], results: list[EmbeddingResult]) -> dict[str, Any]:
+        return {"results": [{
+            "text": text,
+            "dense": r.dense.tolist() if r.dense is not None else None,
+            "sparse": r.sparse,
+            "colbert": r.colbert.tolist() if r.colbert is not None else None,
+        } for text, r in zip(texts, results)]}
+
+    @staticmethod
+    def _runpod_args(job_input: Any) -> tuple[list[str], bool, int]:
+        if not isinstance(job_input, dict) or "texts" not in job_input:
+            raise BGEM3Error("input must be an object with a 'texts' list")
+        texts, is_passage, batch_size = job_input["texts"], job_input.get("isPassage", False), \
+            job_input.get("batchSize", 0)
+        if isinstance(texts, str) or not isinstance(texts, list):
+            raise BGEM3Error("'texts' must be a list of strings")
+        if not isinstance(is_passage, bool):
+            raise BGEM3Error("'isPassage' must be true or false")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+            raise BGEM3Error("'batchSize' must be a non-negative integer")
+        return rq.as_text_list(texts), is_passage, batch_size
+
+
+class BGEM3Client(_Common):
+    """Blocking client for the bge-m3-triton models (HTTP or gRPC).
+
+    Requests are split to the model's `max_batch_size` (read from its config) or `batch_size`, sent
+    concurrently so Triton's dynamic batcher can fill batches, and answered in input order.
+    Unavailable servers and queue rejections are retried `retries` times with exponential backoff.
+    """
+
+    def __init__(self, url: str = "localhost:8000", protocol: str = "http", timeout: float = 120.0,
+                 model: str = c.EMBED_MODEL, rerank_model: str = c.RERANK_MODEL,
+                 cross_encoder_model: str = c.CROSS_ENCODER_MODEL, concurrency: int = 8, retries: int = 3,
+                 backoff: float = 0.2) -> None:
+        super().__init__(url, protocol, timeout, model, rerank_model, cross_encoder_model, retries, backoff)
+        self.transport = SyncTransport(url, protocol, timeout, concurrency)
+
+    def __enter__(self) -> BGEM3Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections."""
+        self.transport.close()
+
+    def max_batch_size(self, model: str) -> int:
+        """The model's `max_batch_size`, read once from the server."""
+        if model not in self._max_batch:
+            self._max_batch[model] = int(self._with_retry(lambda: self.transport.model_config(model))
+                                         .get("max_batch_size", 0))
+        return self._max_batch[model]
+
+    def encode(self, texts: str | Sequence[str], is_passage: bool = False, return_dense: bool = True,
+               return_sparse: bool = True, return_colbert: bool = False, batch_size: int = 0,
+               max_length: int | None = None) -> list[EmbeddingResult]:
+        """Embed texts (queries, or passages with `is_passage`); one result per text, in order."""
+        text_list = rq.as_text_list(texts)
+        if not text_list:
+            return []
+        ranges = rq.chunks(len(text_list), batch_size, self.max_batch_size(self.model))
+        calls = rq.embed_calls(self.model, text_list, ranges, is_passage,
+                               rq.embed_outputs(return_dense, return_sparse, return_colbert), max_length)
+        return rq.collect(ranges, self._send(calls), rq.decode_embed)
+
+    def score(self, query: str, passages: Sequence[str], weights: Sequence[float] = c.DEFAULT_WEIGHTS,
+              max_query_length: int | None = None, max_passage_length: int | None = None
+              ) -> list[dict[str, float]]:
+        """BGE-M3's scores of `query` against each passage: dense, sparse, colbert and the weighted mixes."""
+        return self.score_pairs([(query, p) for p in rq.as_text_list(passages)], weights, max_query_length,
+                                max_passage_length)
+
+    def score_pairs(self, pairs: Pairs, weights: Sequence[float] = c.DEFAULT_WEIGHTS,
+                    max_query_length: int | None = None, max_passage_length: int | None = None
+                    ) -> list[dict[str, float]]:
+        """Like `score`, for (query, passage) pairs (the FastAPI sketch's `sentence_pairs`)."""
+        pairs = [(str(q), str(p)) for q, p in pairs]
+        if not pairs:
+            return []
+        params = self._score_params(weights, max_query_length, max_passage_length)
+        ranges = rq.chunks(len(pairs), 0, self.max_batch_size(self.rerank_model))
+        calls = rq.pair_calls(self.rerank_model, pairs, ranges, [c.SCORES], params)
+        return rq.collect(ranges, self._send(calls), rq.decode_scores)
+
+    def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None, model: str | None = None,
+               normalize: bool = True) -> list[tuple[int, float]]:
+        """(index, score) pairs, best first: the cross-encoder when deployed, else BGE-M3's combined score."""
+        documents = rq.as_text_list(documents)
+        if not documents:
+            return []
+        model = model or (self.cross_encoder_model if self.transport.is_model_ready(self.cross_encoder_model)
+                          else self.rerank_model)
+        if model == self.rerank_model:
+            scores = [s["colbert+sparse+dense"] for s in self.score(query, documents)]
+        else:
+            pairs = [(query, d) for d in documents]
+            ranges = rq.chunks(len(pairs), 0, self.max_batch_size(model))
+            calls = rq.pair_calls(model, pairs, ranges, [c.SCORE], {c.PARAM_NORMALIZE: normalize})
+            scores = rq.collect(ranges, self._send(calls), rq.decode_single_score)
+        return self._ranked(scores, top_n)
+
+    def handle_runpod(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The RunPod worker's contract: `{"input": {...}}` or the input itself -> results or `{"error"}`."""
+        try:
+            texts, is_passage, batch_size = self._runpod_args(job.get("input", job) if isinstance(job, dict) else job)
+            results = self.encode(texts, is_passage=is_passage, return_dense=True, return_sparse=True,
+                                  return_colbert=True, batch_size=batch_size)
+        except BGEM3Error as exc:
+            return {"error": str(exc)}
+        return self._runpod_results(texts, results)
+
+    def _send(self, calls: list[Call]) -> list[dict[str, np.ndarray] | BGEM3Error]:
+        results = self.transport.infer_many(calls)
+        for attempt in range(self.retries):
+            retry = [i for i, r in enumerate(results) if isinstance(r, BGEM3Error) and r.retryable]
+            if not retry:
+                break
+            time.sleep(self.backoff * 2**attempt)
+            for index, result in zip(retry, self.transport.infer_many([calls[i] for i in retry])):
+                results[index] = result
+        return results
+
+    def _with_retry(self, action: Any) -> Any:
+        for attempt in range(self.retries + 1):
+            try:
+                return action()
+            except BGEM3Error as exc:
+                if not exc.retryable or attempt == self.retries:
+                    raise
+                time.sleep(self.backoff * 2**attempt)
+        raise AssertionError("unreachable")
+
+
+class AsyncBGEM3Client(_Common):
+    """asyncio twin of `BGEM3Client`, with the same methods as coroutines and identical results."""
+
+    def __init__(self, url: str = "localhost:8000", protocol: str = "http", timeout: float = 120.0,
+                 model: str = c.EMBED_MODEL, rerank_model: str = c.RERANK_MODEL,
+                 cross_encoder_model: str = c.CROSS_ENCODER_MODEL, concurrency: int = 8, retries: int = 3,
+                 backoff: float = 0.2) -> None:
+        super().__init__(url, protocol, timeout, model, rerank_model, cross_encoder_model, retries, backoff)
+        self.transport = AsyncTransport(url, protocol, timeout, concurrency)
+
+    async def __aenter__(self) -> AsyncBGEM3Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connections."""
+        await self.transport.close()
+
+    async def max_batch_size(self, model: str) -> int:
+        """The model's `max_batch_size`, read once from the server."""
+        if model not in self._max_batch:
+            config = await self.transport.model_config(model)
+            self._max_batch[model] = int(config.get("max_batch_size", 0))
+        return self._max_batch[model]
+
+    async def encode(self, texts: str | Sequence[str], is_passage: bool = False, return_dense: bool = True,
+                     return_sparse: bool = True, return_colbert: bool = False, batch_size: int = 0,
+                     max_length: int | None = None) -> list[EmbeddingResult]:
+        """See `BGEM3Client.encode`."""
+        text_list = rq.as_text_list(texts)
+        if not text_list:
+            return []
+        ranges = rq.chunks(len(text_list), batch_size, await self.max_batch_size(self.model))
+        calls = rq.embed_calls(self.model, text_list, ranges, is_passage,
+                               rq.embed_outputs(return_dense, return_sparse, return_colbert), max_length)
+        return rq.collect(ranges, await self._send(calls), rq.decode_embed)
+
+    async def score(self, query: str, passages: Sequence[str], weights: Sequence[float] = c.DEFAULT_WEIGHTS,
+                    max_query_length: int | None = None, max_passage_length: int | None = None
+                    ) -> list[dict[str, float]]:
+        """See `BGEM3Client.score`."""
+        pairs = [(query, p) for p in rq.as_text_list(passages)]
+        if not pairs:
+            return []
+        params = self._score_params(weights, max_query_length, max_passage_length)
+        ranges = rq.chunks(len(pairs), 0, await self.max_batch_size(self.rerank_model))
+        calls = rq.pair_calls(self.rerank_model, pairs, ranges, [c.SCORES], params)
+        return rq.collect(ranges, await self._send(calls), rq.decode_scores)
+
+    async def handle_runpod(self, job: dict[str, Any]) -> dict[str, Any]:
+        """See `BGEM3Client.handle_runpod`."""
+        try:
+            texts, is_passage, batch_size = self._runpod_args(job.get("input", job) if isinstance(job, dict) else job)
+            results = await self.encode(texts, is_passage=is_passage, return_dense=True, return_sparse=True,
+                                        return_colbert=True, batch_size=batch_size)
+        except BGEM3Error as exc:
+            return {"error": str(exc)}
+        return self._runpod_results(texts, results)
+
+    async def _send(self, calls: list[Call]) -> list[dict[str, np.ndarray] | BGEM3Error]:
+        results = list(await asyncio.gather(*(self.transport.infer(call) for call in calls)))
+        for attempt in range(self.retries):
+            retry = [i for i, r in enumerate(results) if isinstance(r, BGEM3Error) and r.retryable]
+            if not retry:
+                break
+            await asyncio.sleep(self.backoff * 2**attempt)
+            again = await asyncio.gather(*(self.transport.infer(calls[i]) for i in retry))
+            for index, result in zip(retry, again):
+                results[index] = result
+        return results

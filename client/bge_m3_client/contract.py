@@ -1,0 +1,65 @@
+"""The tensor contract between the Triton models and the client: names, dtypes, parameters.
+
+The models (server side) import this module too, so both sides read one definition.
+
+Embed model (`bge_m3`), for a request of n texts:
+
+| tensor | dtype | shape | holds |
+|---|---|---|---|
+| TEXT (input) | BYTES | [n, 1] | UTF-8 texts |
+| DENSE | FP32 | [n, dim] | CLS vectors, L2-normalized |
+| SPARSE_INDICES | INT32 | [total] | token ids, ascending within each text, texts concatenated |
+| SPARSE_VALUES | FP32 | [total] | their weights |
+| SPARSE_LENGTHS | INT32 | [n] | how many ids each text has |
+| COLBERT | FP32 | [vectors, colbert_dim] | ColBERT vectors, L2-normalized, texts concatenated |
+| COLBERT_LENGTHS | INT32 | [n] | vectors per text (its tokens - 1) |
+| TOKENS | INT32 | [n] | tokens per text after truncation, `<s>` and `</s>` included |
+| TRUNCATED | BOOL | [n] | whether the text lost tokens to the max length |
+
+Only the outputs a request asks for are computed (none named: all). Request parameters:
+`mode` ("query" | "passage", default "query") picks the default max length; `max_length` (int)
+overrides it, up to the model's position limit.
+"""
+
+from __future__ import annotations
+
+EMBED_MODEL = "bge_m3"
+RERANK_MODEL = "bge_m3_rerank"
+CROSS_ENCODER_MODEL = "bge_reranker"
+
+TEXT = "TEXT"
+DENSE = "DENSE"
+SPARSE_INDICES = "SPARSE_INDICES"
+SPARSE_VALUES = "SPARSE_VALUES"
+SPARSE_LENGTHS = "SPARSE_LENGTHS"
+COLBERT = "COLBERT"
+COLBERT_LENGTHS = "COLBERT_LENGTHS"
+TOKENS = "TOKENS"
+TRUNCATED = "TRUNCATED"
+
+EMBED_OUTPUTS: dict[str, str] = {
+    DENSE: "FP32", SPARSE_INDICES: "INT32", SPARSE_VALUES: "FP32", SPARSE_LENGTHS: "INT32",
+    COLBERT: "FP32", COLBERT_LENGTHS: "INT32", TOKENS: "INT32", TRUNCATED: "BOOL",
+}
+OUTPUT_GROUPS: dict[str, tuple[str, ...]] = {
+    "dense": (DENSE,),
+    "sparse": (SPARSE_INDICES, SPARSE_VALUES, SPARSE_LENGTHS),
+    "colbert": (COLBERT, COLBERT_LENGTHS),
+}
+ALWAYS_OUTPUTS = (TOKENS, TRUNCATED)
+
+PARAM_MODE = "mode"
+PARAM_MAX_LENGTH = "max_length"
+MODES = ("query", "passage")
+
+# Rerank models: one row per (query, passage) pair.
+QUERY = "QUERY"
+PASSAGE = "PASSAGE"
+SCORES = "SCORES"  # bge_m3_rerank: FP32 [n, 5], columns in SCORE_COLUMNS order
+SCORE_COLUMNS = ("dense", "sparse", "colbert", "sparse+dense", "colbert+sparse+dense")
+SCORE = "SCORE"  # bge_reranker: FP32 [n, 1]
+PARAM_WEIGHTS = ("dense_weight", "sparse_weight", "colbert_weight")
+DEFAULT_WEIGHTS = (0.4, 0.2, 0.4)
+PARAM_MAX_QUERY_LENGTH = "max_query_length"
+PARAM_MAX_PASSAGE_LENGTH = "max_passage_length"
+PARAM_NORMALIZE = "normalize"

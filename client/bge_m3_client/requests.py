@@ -1,0 +1,104 @@
+"""Turning client calls into Triton requests and responses back into results (no I/O here).
+
+Both the sync and the async client use these, so they build identical requests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from bge_m3_client import contract as c
+from bge_m3_client.errors import BGEM3Error, InvalidInputError
+from bge_m3_client.results import EmbeddingResult, decode_embeddings
+from bge_m3_client.transport import Call
+
+Chunk = tuple[int, int]
+
+
+def as_text_list(texts: str | Sequence[str]) -> list[str]:
+    """Accept one string or a sequence of strings."""
+    if isinstance(texts, str):
+        return [texts]
+    texts = list(texts)
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidInputError(f"texts[{index}] is {type(text).__name__}, not str")
+    return texts
+
+
+def chunks(count: int, batch_size: int, max_batch_size: int) -> list[Chunk]:
+    """[start, stop) ranges: `batch_size` texts each (0: as many as the model takes), never above its max."""
+    if batch_size < 0:
+        raise InvalidInputError("batch_size must be 0 (as large as the model allows) or positive")
+    size = min(batch_size or max_batch_size, max_batch_size) if max_batch_size > 0 else (batch_size or count)
+    size = max(size, 1)
+    return [(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def text_tensor(texts: Sequence[str]) -> np.ndarray:
+    """A BYTES tensor of shape [n, 1]."""
+    return np.array([text.encode("utf-8") for text in texts], dtype=object).reshape(-1, 1)
+
+
+def embed_calls(model: str, texts: Sequence[str], ranges: Sequence[Chunk], is_passage: bool,
+                outputs: Sequence[str], max_length: int | None) -> list[Call]:
+    """One embed call per range of texts."""
+    parameters: dict[str, Any] = {c.PARAM_MODE: "passage" if is_passage else "query"}
+    if max_length is not None:
+        parameters[c.PARAM_MAX_LENGTH] = int(max_length)
+    return [Call(model, {c.TEXT: text_tensor(texts[a:b])}, list(outputs), dict(parameters)) for a, b in ranges]
+
+
+def embed_outputs(dense: bool, sparse: bool, colbert: bool) -> list[str]:
+    """The output tensors to ask for."""
+    names = [name for group, on in (("dense", dense), ("sparse", sparse), ("colbert", colbert)) if on
+             for name in c.OUTPUT_GROUPS[group]]
+    return names + list(c.ALWAYS_OUTPUTS)
+
+
+def collect(ranges: Sequence[Chunk], results: Sequence[dict[str, np.ndarray] | BGEM3Error],
+            decode: Any) -> list[Any]:
+    """Decode each range's response in order; the first failure is raised naming its texts."""
+    collected: list[Any] = []
+    for (start, stop), result in zip(ranges, results):
+        if isinstance(result, BGEM3Error):
+            raise type(result)(f"texts {start}..{stop - 1} failed: {result}", failed=(start, stop))
+        collected.extend(decode(result, stop - start))
+    return collected
+
+
+def decode_embed(result: dict[str, np.ndarray], count: int) -> list[EmbeddingResult]:
+    """Decoder for embed responses."""
+    return decode_embeddings(result, count)
+
+
+def check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
+    """Three finite, non-negative weights (dense, sparse, colbert) with a positive sum."""
+    values = tuple(float(w) for w in weights)
+    if len(values) != 3 or not all(math.isfinite(w) and w >= 0 for w in values) or sum(values) <= 0:
+        raise InvalidInputError(f"weights must be three finite non-negative numbers (dense, sparse, colbert) "
+                                f"with a positive sum, got {list(weights)}")
+    return values[0], values[1], values[2]
+
+
+def pair_calls(model: str, pairs: Sequence[tuple[str, str]], ranges: Sequence[Chunk], outputs: Sequence[str],
+               parameters: dict[str, Any]) -> list[Call]:
+    """One rerank call per range of (query, passage) pairs."""
+    return [Call(model, {c.QUERY: text_tensor([q for q, _ in pairs[a:b]]),
+                         c.PASSAGE: text_tensor([p for _, p in pairs[a:b]])}, list(outputs), dict(parameters))
+            for a, b in ranges]
+
+
+def decode_scores(result: dict[str, np.ndarray], count: int) -> list[dict[str, float]]:
+    """Decoder for `bge_m3_rerank` responses: per pair, the five scores by name."""
+    scores = result[c.SCORES].reshape(count, len(c.SCORE_COLUMNS))
+    return [dict(zip(c.SCORE_COLUMNS, map(float, row))) for row in scores]
+
+
+def decode_single_score(result: dict[str, np.ndarray], count: int) -> list[float]:
+    """Decoder for `bge_reranker` responses: one score per pair."""
+    return [float(x) for x in result[c.SCORE].reshape(count)]

@@ -1,0 +1,58 @@
+"""Decoding the models' output tensors into per-text results."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from bge_m3_client import contract as c
+
+
+@dataclasses.dataclass
+class EmbeddingResult:
+    """One text's outputs. `sparse` is Qdrant-ready: `{"indices": [...], "values": [...]}`, indices ascending."""
+
+    dense: np.ndarray | None
+    sparse: dict[str, list[Any]] | None
+    colbert: np.ndarray | None
+    tokens: int
+    truncated: bool
+
+    def lexical_weights(self) -> dict[str, float]:
+        """The sparse output in FlagEmbedding's `{"token_id": weight}` form."""
+        if self.sparse is None:
+            return {}
+        return {str(i): float(v) for i, v in zip(self.sparse["indices"], self.sparse["values"])}
+
+
+def decode_embeddings(outputs: dict[str, np.ndarray], count: int) -> list[EmbeddingResult]:
+    """Split one response's tensors into `count` results."""
+    dense = outputs.get(c.DENSE)
+    sparse = split_ragged(outputs, c.SPARSE_LENGTHS, (c.SPARSE_INDICES, c.SPARSE_VALUES), count)
+    colbert = split_ragged(outputs, c.COLBERT_LENGTHS, (c.COLBERT,), count)
+    tokens = outputs.get(c.TOKENS)
+    truncated = outputs.get(c.TRUNCATED)
+    results = []
+    for i in range(count):
+        results.append(EmbeddingResult(
+            dense=None if dense is None else dense[i],
+            sparse=None if sparse is None else {"indices": sparse[i][0].tolist(), "values": sparse[i][1].tolist()},
+            colbert=None if colbert is None else colbert[i][0],
+            tokens=0 if tokens is None else int(tokens.reshape(-1)[i]),
+            truncated=False if truncated is None else bool(truncated.reshape(-1)[i]),
+        ))
+    return results
+
+
+def split_ragged(outputs: dict[str, np.ndarray], lengths_name: str, names: tuple[str, ...],
+                 count: int) -> list[tuple[np.ndarray, ...]] | None:
+    """Split flat tensors `names` by the per-text counts in `lengths_name`; None when absent."""
+    if lengths_name not in outputs or any(name not in outputs for name in names):
+        return None
+    lengths = outputs[lengths_name].reshape(-1).astype(np.int64)
+    if lengths.shape[0] != count:
+        raise ValueError(f"{lengths_name} has {lengths.shape[0]} entries for {count} texts")
+    bounds = np.concatenate(([0], np.cumsum(lengths)))
+    return [tuple(outputs[name][bounds[i]:bounds[i + 1]] for name in names) for i in range(count)]

@@ -1,0 +1,205 @@
+"""HTTP and gRPC transports over tritonclient, sync and async, with one interface.
+
+A transport sends inference calls (binary tensors both ways, never JSON float lists) and maps
+tritonclient's exceptions to our typed errors. `Call` is one request to one model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from bge_m3_client.errors import BGEM3Error, ModelNotReadyError, ServerUnavailableError, classify
+
+_GRPC_MAX = 2**31 - 1
+_TRITON_DTYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64",
+                  np.dtype(np.bool_): "BOOL", np.dtype(object): "BYTES"}
+
+
+@dataclasses.dataclass
+class Call:
+    """One inference request: model, input tensors, requested outputs, request parameters."""
+
+    model: str
+    inputs: dict[str, np.ndarray]
+    outputs: Sequence[str]
+    parameters: dict[str, Any]
+
+
+def _modules(protocol: str) -> Any:
+    if protocol == "http":
+        import tritonclient.http as module
+    elif protocol == "grpc":
+        import tritonclient.grpc as module
+    else:
+        raise ValueError(f"protocol must be 'http' or 'grpc', got {protocol!r}")
+    return module
+
+
+def _build(module: Any, call: Call) -> tuple[list[Any], list[Any]]:
+    binary = {"binary_data": True} if module.__name__.endswith("http") else {}
+    inputs = []
+    for name, array in call.inputs.items():
+        tensor = module.InferInput(name, list(array.shape), _TRITON_DTYPES[array.dtype])
+        tensor.set_data_from_numpy(array, **binary)
+        inputs.append(tensor)
+    outputs = [module.InferRequestedOutput(name, **binary) for name in call.outputs]
+    return inputs, outputs
+
+
+def _unpack(result: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
+    unpacked = {}
+    for name in names:
+        array = result.as_numpy(name)
+        if array is not None:
+            unpacked[name] = array
+    return unpacked
+
+
+def to_error(exc: BaseException) -> BGEM3Error:
+    """Turn whatever tritonclient (or the socket below it) raised into a typed `BGEM3Error`."""
+    if isinstance(exc, BGEM3Error):
+        return exc
+    status = exc.status() if hasattr(exc, "status") else None
+    message = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
+    if isinstance(exc, (ConnectionError, OSError)) and not hasattr(exc, "status"):
+        return ServerUnavailableError(f"cannot reach the server: {type(exc).__name__}: {exc}")
+    return classify(str(status) if status is not None else None, message or type(exc).__name__)(message)
+
+
+class SyncTransport:
+    """Blocking transport; `infer_many` keeps up to `concurrency` requests in flight."""
+
+    def __init__(self, url: str, protocol: str, timeout: float, concurrency: int) -> None:
+        self.protocol = protocol
+        self.module = _modules(protocol)
+        self.timeout = timeout
+        if protocol == "http":
+            self.client = self.module.InferenceServerClient(url, concurrency=concurrency, connection_timeout=timeout,
+                                                            network_timeout=timeout)
+        else:
+            self.client = self.module.InferenceServerClient(url, channel_args=[
+                ("grpc.max_send_message_length", _GRPC_MAX), ("grpc.max_receive_message_length", _GRPC_MAX)])
+
+    def model_config(self, model: str) -> dict[str, Any]:
+        """The model's configuration as a dict; a missing model is `ModelNotReadyError`."""
+        try:
+            if self.protocol == "http":
+                return dict(self.client.get_model_config(model))
+            return dict(self.client.get_model_config(model, as_json=True)["config"])
+        except Exception as exc:
+            error = to_error(exc)
+            raise (error if isinstance(error, ServerUnavailableError) else ModelNotReadyError(str(error))) from None
+
+    def is_model_ready(self, model: str) -> bool:
+        """Whether the server says `model` is ready (False when unreachable)."""
+        try:
+            return bool(self.client.is_model_ready(model))
+        except Exception:
+            return False
+
+    def infer_many(self, calls: Sequence[Call]) -> list[dict[str, np.ndarray] | BGEM3Error]:
+        """Send all calls concurrently; results (or errors) in call order."""
+        if self.protocol == "http":
+            pending = []
+            for call in calls:
+                inputs, outputs = _build(self.module, call)
+                try:
+                    pending.append(self.client.async_infer(call.model, inputs, outputs=outputs,
+                                                           parameters=call.parameters or None))
+                except Exception as exc:
+                    pending.append(exc)
+            results: list[dict[str, np.ndarray] | BGEM3Error] = []
+            for call, item in zip(calls, pending):
+                try:
+                    if isinstance(item, Exception):
+                        raise item
+                    results.append(_unpack(item.get_result(), call.outputs))
+                except Exception as exc:
+                    results.append(to_error(exc))
+            return results
+        futures: list[concurrent.futures.Future[Any]] = []
+        for call in calls:
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            inputs, outputs = _build(self.module, call)
+
+            def done(result: Any, error: Any, future: concurrent.futures.Future[Any] = future) -> None:
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(result)
+
+            self.client.async_infer(call.model, inputs, done, outputs=outputs, parameters=call.parameters or None,
+                                    client_timeout=self.timeout)
+            futures.append(future)
+        grpc_results: list[dict[str, np.ndarray] | BGEM3Error] = []
+        for call, future in zip(calls, futures):
+            try:
+                grpc_results.append(_unpack(future.result(), call.outputs))
+            except Exception as exc:
+                grpc_results.append(to_error(exc))
+        return grpc_results
+
+    def close(self) -> None:
+        """Close connections."""
+        self.client.close()
+
+
+class AsyncTransport:
+    """asyncio transport on `tritonclient.http.aio` / `tritonclient.grpc.aio`."""
+
+    def __init__(self, url: str, protocol: str, timeout: float, concurrency: int) -> None:
+        self.protocol = protocol
+        self.module = _modules(protocol)
+        self.timeout = timeout
+        self.semaphore = asyncio.Semaphore(concurrency)
+        if protocol == "http":
+            from tritonclient.http import aio
+
+            self.client = aio.InferenceServerClient(url, conn_timeout=timeout)
+        else:
+            from tritonclient.grpc import aio as grpc_aio
+
+            self.client = grpc_aio.InferenceServerClient(url, channel_args=[
+                ("grpc.max_send_message_length", _GRPC_MAX), ("grpc.max_receive_message_length", _GRPC_MAX)])
+
+    async def model_config(self, model: str) -> dict[str, Any]:
+        """The model's configuration as a dict."""
+        try:
+            if self.protocol == "http":
+                return dict(await self.client.get_model_config(model))
+            return dict((await self.client.get_model_config(model, as_json=True))["config"])
+        except Exception as exc:
+            error = to_error(exc)
+            raise (error if isinstance(error, ServerUnavailableError) else ModelNotReadyError(str(error))) from None
+
+    async def is_model_ready(self, model: str) -> bool:
+        """Whether the server says `model` is ready."""
+        try:
+            return bool(await self.client.is_model_ready(model))
+        except Exception:
+            return False
+
+    async def infer(self, call: Call) -> dict[str, np.ndarray] | BGEM3Error:
+        """One call; errors are returned, not raised, so a batch of calls can report each."""
+        inputs, outputs = _build(self.module, call)
+        async with self.semaphore:
+            try:
+                if self.protocol == "http":
+                    result = await self.client.infer(call.model, inputs, outputs=outputs,
+                                                     parameters=call.parameters or None, timeout=None)
+                else:
+                    result = await self.client.infer(call.model, inputs, outputs=outputs,
+                                                     parameters=call.parameters or None, client_timeout=self.timeout)
+            except Exception as exc:
+                return to_error(exc)
+        return _unpack(result, call.outputs)
+
+    async def close(self) -> None:
+        """Close connections."""
+        await self.client.close()

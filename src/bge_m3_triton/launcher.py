@@ -1,0 +1,127 @@
+"""Start a real `tritonserver` on this repository without Docker, from the `nvidia-pytriton` wheel.
+
+The wheel bundles tritonserver 2.51, the Python backend and its stubs. The traps (see the README):
+the stub links libpython, so the libdir of the interpreter that made our venv goes first on
+`LD_LIBRARY_PATH`; the stub takes its prefix and site-packages from the `python` first on `PATH`
+(it ignores `PYTHONPATH`), so the venv's `bin/` goes first there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+from bge_m3_triton.render import Deployment, render_repository
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclasses.dataclass
+class ServerOptions:
+    """Where Triton listens and how it runs."""
+
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    host: str = "0.0.0.0"
+    log_verbose: int = 0
+    exit_timeout_s: int = 30
+    shm_bytes: int = 16 * 1024 * 1024
+
+
+def default_model_repository() -> Path:
+    """The `model_repository/` of this checkout (or `BGE_M3_MODEL_REPOSITORY`)."""
+    return Path(os.environ.get("BGE_M3_MODEL_REPOSITORY", REPO_ROOT / "model_repository"))
+
+
+def pytriton_paths() -> tuple[Path, Path]:
+    """(tritonserver's folder inside the pytriton package, the wheel's bundled libraries)."""
+    try:
+        import pytriton
+    except ImportError:
+        raise SystemExit("nvidia-pytriton is not installed: pip install nvidia-pytriton==0.7.0") from None
+    package = Path(pytriton.__file__).resolve().parent
+    return package / "tritonserver", package.parent / "nvidia_pytriton.libs"
+
+
+def make_backend_dir(target: Path) -> Path:
+    """A backend directory holding the Python backend and the stub for this interpreter's version."""
+    server_dir, _ = pytriton_paths()
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = server_dir / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise SystemExit(f"the pytriton wheel has no Python backend stub for Python {version}")
+    python_dir = target / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for source in (server_dir / "backends" / "python").iterdir():
+        if source.is_file():
+            _link(source, python_dir / source.name)
+    _link(stub, python_dir / stub.name)
+    return target
+
+
+def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment tritonserver and its stubs need to find libpython, our venv and the wheel's libs."""
+    env = dict(os.environ if base is None else base)
+    _, libs = pytriton_paths()
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
+    env["PATH"] = os.pathsep.join((str(Path(sys.prefix) / "bin"), env.get("PATH", "")))
+    return env
+
+
+def server_command(repository: Path, backends: Path, options: ServerOptions) -> list[str]:
+    """The tritonserver command line."""
+    server_dir, _ = pytriton_paths()
+    return [
+        str(server_dir / "bin" / "tritonserver"),
+        f"--model-repository={repository}",
+        f"--backend-directory={backends}",
+        f"--http-port={options.http_port}", f"--grpc-port={options.grpc_port}",
+        f"--metrics-port={options.metrics_port}",
+        f"--http-address={options.host}", f"--grpc-address={options.host}",
+        "--model-control-mode=none", "--exit-on-error=true", "--strict-readiness=true",
+        "--disable-auto-complete-config",
+        f"--exit-timeout-secs={options.exit_timeout_s}",
+        f"--log-verbose={options.log_verbose}",
+        f"--backend-config=python,shm-default-byte-size={options.shm_bytes}",
+        "--backend-config=python,shm-growth-byte-size=16777216",
+    ]
+
+
+def prepare(deployment: Deployment, workdir: Path, source: Path | None = None) -> tuple[Path, Path]:
+    """Render the model repository and the backend directory under `workdir`."""
+    repository = render_repository(source or default_model_repository(), workdir / "models", deployment)
+    backends = make_backend_dir(workdir / "backends")
+    return repository, backends
+
+
+def serve(deployment: Deployment, options: ServerOptions, workdir: Path | None = None,
+          source: Path | None = None) -> int:
+    """Run tritonserver in the foreground until it exits; SIGINT/SIGTERM are passed on. Returns its code."""
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="bge-m3-triton-"))
+    repository, backends = prepare(deployment, workdir, source)
+    process = subprocess.Popen(server_command(repository, backends, options), env=server_environment())
+
+    def forward(signum: int, _frame: object) -> None:
+        process.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, forward)
+    code = process.wait()
+    if code != 0:
+        print(f"bge-m3-triton: tritonserver exited with code {code}; its log above gives the reason",
+              file=sys.stderr)
+    return code
+
+
+def _link(source: Path, target: Path) -> None:
+    if target.is_symlink() or target.exists():
+        target.unlink()
+    target.symlink_to(source)

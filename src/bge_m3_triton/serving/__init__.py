@@ -1,0 +1,1 @@
+"""What the Triton `model.py` adapters share: request parsing, batch execution, responses."""

@@ -1,0 +1,91 @@
+"""The embed model's logic between Triton tensors and the model core (no Triton imports)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+from bge_m3_client import contract as c
+
+from bge_m3_triton.m3 import M3Model, TextEmbedding
+from bge_m3_triton.serving.params import InvalidRequest
+from bge_m3_triton.serving.triton_glue import Outputs, RequestView
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbedJob:
+    """One request's work: texts, their max length, which outputs to return."""
+
+    texts: list[str]
+    max_length: int
+    outputs: frozenset[str]
+
+
+class EmbedService:
+    """Parses embed requests and runs every job of a dynamic batch through one `M3Model.encode`."""
+
+    def __init__(self, model: M3Model) -> None:
+        self.model = model
+
+    def parse(self, view: RequestView) -> EmbedJob:
+        """Validate one request into an `EmbedJob`; raises `InvalidRequest` with the reason."""
+        params = view.params()
+        params.check_known((c.PARAM_MODE, c.PARAM_MAX_LENGTH))
+        mode = params.get_str(c.PARAM_MODE, "query", c.MODES)
+        settings = self.model.settings
+        default = settings.query_max_length if mode == "query" else settings.passage_max_length
+        max_length = params.get_int(c.PARAM_MAX_LENGTH, min(default, self.model.max_positions), 2,
+                                    self.model.max_positions)
+        outputs = view.requested_outputs(tuple(c.EMBED_OUTPUTS))
+        unknown = outputs - set(c.EMBED_OUTPUTS)
+        if unknown:
+            raise InvalidRequest(f"unknown output(s) requested: {', '.join(sorted(unknown))}")
+        return EmbedJob(texts=view.texts(c.TEXT), max_length=max_length, outputs=outputs)
+
+    def run(self, jobs: Sequence[EmbedJob]) -> list[Outputs]:
+        """Embed the texts of all jobs together and split the results back per job."""
+        texts = [text for job in jobs for text in job.texts]
+        lengths = [job.max_length for job in jobs for _ in job.texts]
+        wanted = {group for job in jobs for group, names in c.OUTPUT_GROUPS.items() if job.outputs & set(names)}
+        results = self.model.encode(texts, lengths, tuple(wanted))
+        packed = []
+        start = 0
+        for job in jobs:
+            packed.append(pack_embed_outputs(results[start:start + len(job.texts)], job.outputs,
+                                             self.model.hidden_size, self.model.colbert_dim))
+            start += len(job.texts)
+        return packed
+
+
+def pack_embed_outputs(results: Sequence[TextEmbedding], requested: frozenset[str],
+                       dense_dim: int, colbert_dim: int) -> Outputs:
+    """Lay one request's results out in the contract's tensors (ragged outputs flattened)."""
+    outputs: Outputs = {}
+    if c.DENSE in requested:
+        outputs[c.DENSE] = _stack([r.dense for r in results], (0, dense_dim))
+    if requested & set(c.OUTPUT_GROUPS["sparse"]):
+        ids = [r.sparse_ids for r in results]
+        weights = [r.sparse_weights for r in results]
+        outputs[c.SPARSE_INDICES] = _concat(ids, (0,), np.int32)
+        outputs[c.SPARSE_VALUES] = _concat(weights, (0,), np.float32)
+        outputs[c.SPARSE_LENGTHS] = np.array([len(x) if x is not None else 0 for x in ids], dtype=np.int32)
+    if requested & set(c.OUTPUT_GROUPS["colbert"]):
+        vectors = [r.colbert for r in results]
+        outputs[c.COLBERT] = _concat(vectors, (0, colbert_dim), np.float32)
+        outputs[c.COLBERT_LENGTHS] = np.array([len(x) if x is not None else 0 for x in vectors], dtype=np.int32)
+    if c.TOKENS in requested:
+        outputs[c.TOKENS] = np.array([r.tokens for r in results], dtype=np.int32)
+    if c.TRUNCATED in requested:
+        outputs[c.TRUNCATED] = np.array([r.truncated for r in results], dtype=np.bool_)
+    return {name: array for name, array in outputs.items() if name in requested}
+
+
+def _stack(rows: list[np.ndarray | None], empty: tuple[int, ...]) -> np.ndarray:
+    present = [row for row in rows if row is not None]
+    return np.stack(present).astype(np.float32) if present else np.zeros(empty, dtype=np.float32)
+
+
+def _concat(parts: list[np.ndarray | None], empty: tuple[int, ...], dtype: type) -> np.ndarray:
+    present = [part for part in parts if part is not None]
+    return np.concatenate(present).astype(dtype) if present else np.zeros(empty, dtype=dtype)
