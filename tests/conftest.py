@@ -1,0 +1,122 @@
+"""Shared fixtures: generated checkpoints and a real Triton server started by our launcher."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("BGE_M3_TEST_CACHE", REPO / ".cache" / "test-models"))
+SERVER_START_TIMEOUT_S = 180
+
+
+def checkpoint(name: str, seed: int, reranker: bool = False, weights_format: str = "safetensors") -> Path:
+    """A tiny generated checkpoint, made once and cached (deterministic per seed)."""
+    from bge_m3_triton.testmodel import make_test_model
+
+    folder = CACHE / name
+    if not (folder / "config.json").is_file():
+        make_test_model(folder, "tiny", seed=seed, reranker=reranker, weights_format=weights_format)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def m3_checkpoint() -> Path:
+    return checkpoint("m3-tiny-safetensors", seed=0)
+
+
+@pytest.fixture(scope="session")
+def m3_bin_checkpoint() -> Path:
+    return checkpoint("m3-tiny-bin", seed=1, weights_format="bin")
+
+
+@pytest.fixture(scope="session")
+def reranker_checkpoint() -> Path:
+    return checkpoint("reranker-tiny", seed=2, reranker=True)
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+class Server:
+    """A `bge-m3-triton serve` process on loopback ports."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
+        self.log = log
+        command = [sys.executable, "-m", "bge_m3_triton.cli", "serve", "--host", "127.0.0.1",
+                   f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
+                   f"--metrics-port={self.metrics_port}", *args]
+        self.process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+    @property
+    def http(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def url(self, protocol: str) -> str:
+        return self.http if protocol == "http" else self.grpc
+
+    def wait_ready(self, models: list[str]) -> None:
+        import tritonclient.http as http
+
+        client = http.InferenceServerClient(self.http)
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                if all(client.is_model_ready(m) for m in models):
+                    return
+            except Exception:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"server not ready in {SERVER_START_TIMEOUT_S}s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(tmp: Path, args: list[str], models: list[str]) -> Server:
+    server = Server(args, tmp / "server.log")
+    try:
+        server.wait_ready(models)
+    except Exception:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, m3_checkpoint: Path, reranker_checkpoint: Path) -> Iterator[Server]:
+    """The main test server: embed, combined rerank and cross-encoder models, fp32 on CPU."""
+    tmp = tmp_path_factory.mktemp("server")
+    running = start_server(tmp, ["--model", str(m3_checkpoint), "--reranker", str(reranker_checkpoint),
+                                 "--dtype", "float32", "--queue-delay-us", "20000", "--workdir", str(tmp / "work")],
+                           ["bge_m3", "bge_m3_rerank", "bge_reranker"])
+    yield running
+    running.stop()

@@ -1,0 +1,119 @@
+"""The embed model inside a real Triton server: numbers equal to FlagEmbedding's, per-request behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpc
+import tritonclient.http as http
+from bge_m3_client import AsyncBGEM3Client, BGEM3Client, InvalidInputError
+from conftest import Server, start_server
+from reference import PASSAGE_MAX, QUERY_MAX, TEXTS, assert_embedding_matches, encode
+
+PROTOCOLS = ["http", "grpc"]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("is_passage", [False, True])
+def test_parity_with_flagembedding(server: Server, m3_checkpoint: Path, protocol: str, is_passage: bool) -> None:
+    ref = encode(m3_checkpoint, TEXTS, PASSAGE_MAX if is_passage else QUERY_MAX)
+    with BGEM3Client(server.url(protocol), protocol=protocol) as client:
+        results = client.encode(TEXTS, is_passage=is_passage, return_colbert=True)
+    assert len(results) == len(TEXTS)
+    for index, result in enumerate(results):
+        assert_embedding_matches(result, ref, index)
+        assert result.tokens == len(ref["colbert_vecs"][index]) + 1
+    long_text = results[-1]
+    assert long_text.truncated is (not is_passage)
+    assert long_text.tokens == (QUERY_MAX if not is_passage else long_text.tokens)
+    assert not any(r.truncated for r in results[:-1])
+
+
+def test_parity_with_pytorch_model_bin(tmp_path: Path, m3_bin_checkpoint: Path) -> None:
+    running = start_server(tmp_path, ["--model", str(m3_bin_checkpoint), "--dtype", "float32"], ["bge_m3"])
+    try:
+        ref = encode(m3_bin_checkpoint, TEXTS, QUERY_MAX)
+        with BGEM3Client(running.http) as client:
+            results = client.encode(TEXTS, return_colbert=True)
+        for index, result in enumerate(results):
+            assert_embedding_matches(result, ref, index)
+    finally:
+        assert running.stop() == 0
+
+
+def test_concurrent_requests_with_different_modes_and_outputs(server: Server, m3_checkpoint: Path) -> None:
+    """Requests that Triton batches together keep their own mode, outputs and order."""
+    query_ref = encode(m3_checkpoint, TEXTS, QUERY_MAX)
+    passage_ref = encode(m3_checkpoint, TEXTS, PASSAGE_MAX)
+    stats_before = _execution_counts(server)
+    cases = [(is_passage, dense, sparse, colbert) for is_passage in (False, True)
+             for dense, sparse, colbert in ((True, False, False), (False, True, False), (False, False, True),
+                                            (True, True, True))]
+
+    async def run_all() -> list[list]:
+        async with AsyncBGEM3Client(server.grpc, protocol="grpc") as client:
+            return await asyncio.gather(*(client.encode(TEXTS, is_passage=p, return_dense=d, return_sparse=s,
+                                                        return_colbert=c) for p, d, s, c in cases))
+
+    for (is_passage, dense, sparse, colbert), results in zip(cases, asyncio.run(run_all())):
+        ref = passage_ref if is_passage else query_ref
+        for index, result in enumerate(results):
+            assert (result.dense is not None, result.sparse is not None, result.colbert is not None) == \
+                (dense, sparse, colbert)
+            assert_embedding_matches(result, ref, index, dense, sparse, colbert)
+    inferences, executions = (after - before for after, before in zip(_execution_counts(server), stats_before))
+    assert inferences == len(cases) * len(TEXTS)
+    assert executions < len(cases), "the dynamic batcher should have put several requests in one execution"
+
+
+def _execution_counts(server: Server) -> tuple[int, int]:
+    stats = http.InferenceServerClient(server.http).get_inference_statistics("bge_m3")["model_stats"][0]
+    return stats["inference_count"], stats["execution_count"]
+
+
+def test_batch_size_packing_keeps_order(server: Server) -> None:
+    texts = [f"text number {i} " * (i % 7 + 1) for i in range(150)]
+    with BGEM3Client(server.http) as client:
+        whole = client.encode(texts, batch_size=0)
+        for batch_size in (1, 7, 64, 200):
+            split = client.encode(texts, batch_size=batch_size)
+            for a, b in zip(whole, split):
+                np.testing.assert_allclose(a.dense, b.dense, atol=1e-6)
+                assert a.sparse == b.sparse or np.allclose(a.sparse["values"], b.sparse["values"], atol=1e-6)
+        assert client.encode([]) == []
+        assert len(client.encode("one string")) == 1
+
+
+def test_max_length_parameter_truncates(server: Server) -> None:
+    with BGEM3Client(server.http) as client:
+        result = client.encode([TEXTS[1]], max_length=8, return_colbert=True)[0]
+    assert result.tokens == 8 and result.truncated and result.colbert.shape[0] == 7
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_bad_requests_get_their_own_errors(server: Server, protocol: str) -> None:
+    with BGEM3Client(server.url(protocol), protocol=protocol) as client:
+        with pytest.raises(InvalidInputError, match="max_length"):
+            client.encode(["x"], max_length=0)
+        with pytest.raises(InvalidInputError, match="max_length"):
+            client.encode(["x"], max_length=100_000)
+    module = http if protocol == "http" else grpc
+    raw = module.InferenceServerClient(server.url(protocol))
+    text = module.InferInput("TEXT", [2, 1], "BYTES")
+    text.set_data_from_numpy(np.array([b"fine", b"\xff\xfe bad"], dtype=object).reshape(2, 1))
+    with pytest.raises(Exception, match="TEXT\\[1\\] is not valid UTF-8"):
+        raw.infer("bge_m3", [text])
+    good = module.InferInput("TEXT", [1, 1], "BYTES")
+    good.set_data_from_numpy(np.array([b"fine"], dtype=object).reshape(1, 1))
+    with pytest.raises(Exception, match="unknown request parameter"):
+        raw.infer("bge_m3", [good], parameters={"mdoe": "passage"})
+    with pytest.raises(Exception, match="mode"):
+        raw.infer("bge_m3", [good], parameters={"mode": "document"})
+    too_many = module.InferInput("TEXT", [65, 1], "BYTES")
+    too_many.set_data_from_numpy(np.array([b"x"] * 65, dtype=object).reshape(65, 1))
+    with pytest.raises(Exception, match="batch"):
+        raw.infer("bge_m3", [too_many])
+    assert raw.infer("bge_m3", [good]).as_numpy("DENSE").shape == (1, 32)
