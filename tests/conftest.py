@@ -112,7 +112,8 @@ def start_server(tmp: Path, args: list[str], models: list[str]) -> Server:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory, m3_checkpoint: Path, reranker_checkpoint: Path) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, m3_checkpoint: Path,
+           reranker_checkpoint: Path) -> Iterator[Server]:
     """The main test server: embed, combined rerank and cross-encoder models, fp32 on CPU."""
     tmp = tmp_path_factory.mktemp("server")
     running = start_server(tmp, ["--model", str(m3_checkpoint), "--reranker", str(reranker_checkpoint),

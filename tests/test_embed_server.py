@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpc
 import tritonclient.http as http
-from bge_m3_client import AsyncBGEM3Client, BGEM3Client, InvalidInputError
 from conftest import Server, start_server
 from reference import PASSAGE_MAX, QUERY_MAX, TEXTS, assert_embedding_matches, encode
+
+from bge_m3_client import AsyncBGEM3Client, BGEM3Client, InvalidInputError
 
 PROTOCOLS = ["http", "grpc"]
 

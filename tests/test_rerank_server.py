@@ -11,9 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.http as http
-from bge_m3_client import AsyncBGEM3Client, BGEM3Client, InvalidInputError
 from conftest import Server
 from reference import TEXTS, m3
+from tritonclient.utils import InferenceServerException
+
+from bge_m3_client import AsyncBGEM3Client, BGEM3Client, InvalidInputError
 
 ATOL = 1e-5
 QUERY = "What is BGE M3? A multilingual embedding model"
@@ -122,7 +124,7 @@ def test_mismatched_pairs_and_empty_lists(server: Server) -> None:
     query.set_data_from_numpy(np.array([b"q"], dtype=object).reshape(1, 1))
     passages = http.InferInput("PASSAGE", [2, 1], "BYTES")
     passages.set_data_from_numpy(np.array([b"a", b"b"], dtype=object).reshape(2, 1))
-    with pytest.raises(Exception):
+    with pytest.raises(InferenceServerException, match="QUERY has 1 rows but PASSAGE has 2"):
         raw.infer("bge_m3_rerank", [query, passages])
     with BGEM3Client(server.http) as client:
         assert client.score("q", []) == []

@@ -28,7 +28,7 @@ class CrossEncoder:
         self.tokenizer = tokenizer
         self.device = device
         self.settings = settings
-        config = model.config
+        config: Any = model.config
         pad = int(getattr(config, "pad_token_id", 1) or 1)
         self.max_positions = int(config.max_position_embeddings) - pad - 1
         self.pad_id = int(tokenizer.pad_token_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ class M3Model:
         self.tokenizer = tokenizer
         self.device = device
         self.settings = settings
-        config = encoder.config
+        config: Any = encoder.config
         self.vocab_size = int(config.vocab_size)
         self.hidden_size = int(config.hidden_size)
         self.colbert_dim = int(colbert_head.out_features)
@@ -103,7 +104,8 @@ class M3Model:
     @torch.inference_mode()
     def encode_tokenized(self, tokenized: Tokenized, outputs: Sequence[str] = OUTPUTS) -> list[TextEmbedding]:
         """Run the forward passes for already tokenized texts, in token-budget sub-batches."""
-        results = [TextEmbedding(tokens=len(ids), truncated=cut) for ids, cut in zip(tokenized.ids, tokenized.truncated)]
+        results = [TextEmbedding(tokens=len(ids), truncated=cut)
+                   for ids, cut in zip(tokenized.ids, tokenized.truncated)]
         wanted = [name for name in OUTPUTS if name in outputs]
         if not wanted or not results:
             return results

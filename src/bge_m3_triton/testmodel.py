@@ -11,10 +11,11 @@ import json
 import shutil
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 
-PRESETS: dict[str, dict[str, int]] = {
+PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64},
     "small": {"num_hidden_layers": 6, "hidden_size": 1024, "num_attention_heads": 16, "intermediate_size": 4096},
     "full": {"num_hidden_layers": 24, "hidden_size": 1024, "num_attention_heads": 16, "intermediate_size": 4096},
@@ -39,12 +40,13 @@ def make_test_model(folder: Path, preset: str = "tiny", seed: int = 0, reranker:
     if weights_format not in ("safetensors", "bin"):
         raise ValueError("weights_format must be 'safetensors' or 'bin'")
     folder.mkdir(parents=True, exist_ok=True)
-    config = XLMRobertaConfig(
-        vocab_size=250002, max_position_embeddings=8194, type_vocab_size=1, layer_norm_eps=1e-5,
-        pad_token_id=1, bos_token_id=0, eos_token_id=2, hidden_act="gelu", **PRESETS[preset],
-        architectures=["XLMRobertaForSequenceClassification" if reranker else "XLMRobertaModel"],
-        num_labels=1,
-    )
+    fields: dict[str, Any] = {
+        "vocab_size": 250002, "max_position_embeddings": 8194, "type_vocab_size": 1, "layer_norm_eps": 1e-5,
+        "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2, "hidden_act": "gelu", "num_labels": 1,
+        "architectures": ["XLMRobertaForSequenceClassification" if reranker else "XLMRobertaModel"],
+        **PRESETS[preset],
+    }
+    config = XLMRobertaConfig(**fields)
     torch.manual_seed(seed)
     model_class = XLMRobertaForSequenceClassification if reranker else XLMRobertaModel
     model = model_class(config).eval()

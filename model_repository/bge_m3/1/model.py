@@ -5,8 +5,8 @@ the model core from `bge_m3_triton`, per-request errors from `BatchExecutor`.
 """
 
 import triton_python_backend_utils as pb_utils
-from bge_m3_client import contract
 
+from bge_m3_client import contract
 from bge_m3_triton.m3 import M3Model
 from bge_m3_triton.serving.embed import EmbedService
 from bge_m3_triton.serving.triton_glue import BatchExecutor

@@ -6,8 +6,8 @@ Holds no weights: it embeds through the `bge_m3` model over BLS and scores here.
 import json
 
 import triton_python_backend_utils as pb_utils
-from bge_m3_client import contract
 
+from bge_m3_client import contract
 from bge_m3_triton.serving.rerank import RerankService
 from bge_m3_triton.serving.triton_glue import BatchExecutor
 from bge_m3_triton.settings import ModelSettings

@@ -1,8 +1,8 @@
 """Triton adapter for cross-encoder rerankers (bge-reranker-v2-m3 family): one score per pair."""
 
 import triton_python_backend_utils as pb_utils
-from bge_m3_client import contract
 
+from bge_m3_client import contract
 from bge_m3_triton.cross_encoder import CrossEncoder
 from bge_m3_triton.serving.cross import CrossEncoderService
 from bge_m3_triton.serving.triton_glue import BatchExecutor

@@ -6,9 +6,9 @@ import asyncio
 from typing import Any
 
 import numpy as np
+
 from bge_m3_client import contract as c
 from bge_m3_client.results import split_ragged
-
 from bge_m3_triton.scoring import TextVectors
 from bge_m3_triton.serving.params import InvalidRequest
 

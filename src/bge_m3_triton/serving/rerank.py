@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from bge_m3_client import contract as c
 
+from bge_m3_client import contract as c
 from bge_m3_triton.scoring import TextVectors, all_scores
 from bge_m3_triton.serving import bls
 from bge_m3_triton.serving.params import InvalidRequest
