@@ -124,7 +124,7 @@ def test_mismatched_pairs_and_empty_lists(server: Server) -> None:
     query.set_data_from_numpy(np.array([b"q"], dtype=object).reshape(1, 1))
     passages = http.InferInput("PASSAGE", [2, 1], "BYTES")
     passages.set_data_from_numpy(np.array([b"a", b"b"], dtype=object).reshape(2, 1))
-    with pytest.raises(InferenceServerException, match="QUERY has 1 rows but PASSAGE has 2"):
+    with pytest.raises(InferenceServerException, match="batch size does not match"):
         raw.infer("bge_m3_rerank", [query, passages])
     with BGEM3Client(server.http) as client:
         assert client.score("q", []) == []

@@ -1,0 +1,108 @@
+"""A stand-in for `triton_python_backend_utils`, enough to run our `model.py` files outside Triton."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class TritonError:
+    INVALID_ARG, INTERNAL, CANCELLED, UNAVAILABLE = "INVALID_ARG", "INTERNAL", "CANCELLED", "UNAVAILABLE"
+
+    def __init__(self, message: str, code: str = "INTERNAL") -> None:
+        self._message, self._code = message, code
+
+    def message(self) -> str:
+        return self._message
+
+    def code(self) -> str:
+        return self._code
+
+
+class Tensor:
+    def __init__(self, name: str, array: np.ndarray) -> None:
+        self._name, self._array = name, array
+
+    def name(self) -> str:
+        return self._name
+
+    def as_numpy(self) -> np.ndarray:
+        return self._array
+
+
+class InferenceResponse:
+    def __init__(self, output_tensors: list[Tensor] | None = None, error: TritonError | None = None) -> None:
+        self.output_tensors = {t.name(): t.as_numpy() for t in output_tensors or []}
+        self._error = error
+
+    def has_error(self) -> bool:
+        return self._error is not None
+
+    def error(self) -> TritonError | None:
+        return self._error
+
+
+class Request:
+    """A request as the backend hands it to `execute`."""
+
+    def __init__(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any] | None = None,
+                 outputs: list[str] | None = None, cancelled: bool = False) -> None:
+        self.inputs = inputs
+        self._parameters = json.dumps(parameters or {})
+        self._outputs = outputs or []
+        self._cancelled = cancelled
+
+    def parameters(self) -> str:
+        return self._parameters
+
+    def requested_output_names(self) -> list[str]:
+        return self._outputs
+
+    def is_cancelled(self) -> bool:
+        return self._cancelled
+
+
+def get_input_tensor_by_name(request: Request, name: str) -> Tensor | None:
+    return Tensor(name, request.inputs[name]) if name in request.inputs else None
+
+
+def texts(*values: str | bytes) -> np.ndarray:
+    return np.array([v.encode() if isinstance(v, str) else v for v in values], dtype=object).reshape(-1, 1)
+
+
+def install() -> types.ModuleType:
+    """Register this module as `triton_python_backend_utils`."""
+    module = sys.modules[__name__]
+    sys.modules["triton_python_backend_utils"] = module
+    return module
+
+
+def load_model_py(model: str) -> Any:
+    """Import `model_repository/<model>/1/model.py` with the stand-in installed."""
+    install()
+    path = REPO / "model_repository" / model / "1" / "model.py"
+    spec = importlib.util.spec_from_file_location(f"model_py_{model}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def triton_args(model: str, parameters: dict[str, str]) -> dict[str, str]:
+    """The `args` Triton passes to `initialize`, with the shipped config's parameters overridden."""
+    from bge_m3_triton.render import load_config
+
+    config = load_config(REPO / "model_repository" / model / "config.pbtxt")
+    merged = {key: value.string_value for key, value in config.parameters.items()} | parameters
+    return {"model_config": json.dumps({"max_batch_size": config.max_batch_size,
+                                        "parameters": {k: {"string_value": v} for k, v in merged.items()}}),
+            "model_name": model, "model_instance_kind": "CPU", "model_instance_device_id": "0",
+            "model_repository": str(REPO / "model_repository" / model), "model_version": "1"}

@@ -1,0 +1,96 @@
+"""Unit and property tests of the model core's pieces: sub-batcher, post-processing, tokenization."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bge_m3_triton.batching import pad_batch, plan_sub_batches
+from bge_m3_triton.postprocess import colbert_vectors, sparse_weights
+from bge_m3_triton.testmodel import tokenizer_folder
+from bge_m3_triton.tokens import load_tokenizer, tokenize
+
+
+@given(st.lists(st.integers(1, 600), max_size=80), st.integers(1, 4096), st.integers(1, 70))
+def test_sub_batches_cover_every_text_once_within_budget(lengths: list[int], budget: int, rows: int) -> None:
+    plan = plan_sub_batches(lengths, budget, rows)
+    assert sorted(p for batch in plan for p in batch) == list(range(len(lengths)))
+    for batch in plan:
+        assert len(batch) <= rows
+        longest = max(lengths[p] for p in batch)
+        assert len(batch) == 1 or len(batch) * longest <= budget
+
+
+def test_pad_batch() -> None:
+    ids, mask = pad_batch([[0, 5, 2], [0, 2]], pad_id=1)
+    assert ids.tolist() == [[0, 5, 2], [0, 2, 1]] and mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+
+
+def naive_sparse(weights: np.ndarray, ids: np.ndarray, mask: np.ndarray, unused: set[int]) -> list[dict[int, float]]:
+    """FlagEmbedding's per-token loop."""
+    rows = []
+    for w_row, id_row, m_row in zip(weights, ids, mask):
+        result: dict[int, float] = {}
+        for w, i, m in zip(w_row, id_row, m_row):
+            if m and int(i) not in unused and w > 0 and w > result.get(int(i), 0):
+                result[int(i)] = float(w)
+        rows.append(result)
+    return rows
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_sparse_weights_equal_the_per_token_loop(data: st.DataObject) -> None:
+    rows, width = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 12))
+    ids = np.array(data.draw(st.lists(st.lists(st.integers(0, 9), min_size=width, max_size=width),
+                                      min_size=rows, max_size=rows)))
+    weights = np.array(data.draw(st.lists(st.lists(st.floats(-1, 1, width=32), min_size=width, max_size=width),
+                                          min_size=rows, max_size=rows)), dtype=np.float32)
+    lengths = data.draw(st.lists(st.integers(0, width), min_size=rows, max_size=rows))
+    mask = np.array([[1] * n + [0] * (width - n) for n in lengths])
+    counts, out_ids, values = sparse_weights(torch.relu(torch.tensor(weights)), torch.tensor(ids),
+                                             torch.tensor(mask), [0, 1, 2, 3], vocab_size=10)
+    expected = naive_sparse(np.maximum(weights, 0), ids, mask, {0, 1, 2, 3})
+    start = 0
+    for row, count in enumerate(counts.tolist()):
+        got = dict(zip(out_ids[start:start + count].tolist(), values[start:start + count].tolist()))
+        assert list(got) == sorted(got) and got == pytest.approx(expected[row])
+        start += count
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(1, 9), min_size=1, max_size=6), st.integers(1, 8))
+def test_colbert_vectors_one_per_token_after_cls(lengths: list[int], dim: int) -> None:
+    width = max(lengths)
+    mask = torch.tensor([[1] * n + [0] * (width - n) for n in lengths])
+    projected = torch.randn(len(lengths), width - 1, dim) + 0.1
+    counts, vectors = colbert_vectors(projected, mask)
+    assert counts.tolist() == [n - 1 for n in lengths]
+    assert vectors.shape == (sum(lengths) - len(lengths), dim)
+    np.testing.assert_allclose(vectors.norm(dim=-1).numpy(), 1.0, atol=1e-5)
+
+
+@functools.lru_cache(maxsize=1)
+def xlmr() -> Any:
+    return load_tokenizer(tokenizer_folder())
+
+
+def test_real_tokenizer_ids() -> None:
+    assert tokenize(xlmr(), ["Hello world, 你好世界"], [512]).ids[0] == [0, 35378, 8999, 4, 6, 124084, 3221, 2]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.text(max_size=200), st.integers(2, 40))
+def test_truncation_equals_the_tokenizers_and_flags_it(text: str, limit: int) -> None:
+    tokenizer = xlmr()
+    ours = tokenize(tokenizer, [text], [limit])
+    direct = tokenizer([text], truncation=True, max_length=limit)["input_ids"][0]
+    full = tokenizer([text])["input_ids"][0]
+    assert ours.ids[0] == direct
+    assert ours.truncated[0] == (len(full) > limit)

@@ -1,0 +1,76 @@
+"""Settings from parameters and environment; the rendered model configuration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fake_pb_utils import REPO
+from tritonclient.grpc import model_config_pb2 as mc
+
+from bge_m3_triton.render import Deployment, deployment_from_env, load_config, render_repository
+from bge_m3_triton.settings import ModelSettings, SettingsError
+
+
+def test_parameters_then_environment() -> None:
+    settings = ModelSettings.from_sources({"model": "/m", "dtype": "float32", "query_max_length": "64"},
+                                          {"BGE_M3_DTYPE": "bfloat16", "OTHER_DTYPE": "float16"}, "bge_m3")
+    assert (settings.model, settings.dtype, settings.query_max_length) == ("/m", "bfloat16", 64)
+
+
+@pytest.mark.parametrize(("parameters", "message"), [
+    ({"dtype": "int8"}, "dtype"), ({"query_max_length": "lots"}, "integer"), ({"max_batch_tokens": "0"}, "positive"),
+    ({"modle": "x"}, "unknown parameter"), ({"device": "tpu"}, "device"),
+])
+def test_bad_parameters_are_named(parameters: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        ModelSettings.from_sources(parameters, {}, "bge_m3")
+
+
+def test_triton_args_pick_the_instance_device() -> None:
+    config = json.dumps({"parameters": {"model": {"string_value": "/m"}}})
+    gpu = ModelSettings.from_triton_args({"model_config": config, "model_name": "bge_m3",
+                                          "model_instance_kind": "GPU", "model_instance_device_id": "1"}, env={})
+    assert gpu.device == "cuda:1"
+
+
+def test_every_shipped_config_parses_and_its_parameters_are_known() -> None:
+    for name in ("bge_m3", "bge_m3_rerank", "bge_reranker"):
+        config = load_config(REPO / "model_repository" / name / "config.pbtxt")
+        assert config.name == name and config.backend == "python" and config.max_batch_size > 0
+        assert config.dynamic_batching.default_queue_policy.default_timeout_microseconds > 0
+        ModelSettings.from_sources({k: v.string_value for k, v in config.parameters.items()}, {}, name)
+
+
+def test_render_applies_a_deployment(tmp_path: Path) -> None:
+    deployment = Deployment(model="/ckpt", reranker="/rr", dtype="float32", device="cuda:1", instances=3,
+                            max_batch_size=32, queue_timeout_us=5_000_000, passage_max_length=4096)
+    target = render_repository(REPO / "model_repository", tmp_path / "models", deployment)
+    embed = load_config(target / "bge_m3" / "config.pbtxt")
+    assert embed.parameters["model"].string_value == "/ckpt"
+    assert embed.parameters["passage_max_length"].string_value == "4096"
+    assert embed.max_batch_size == 32
+    assert embed.dynamic_batching.default_queue_policy.default_timeout_microseconds == 5_000_000
+    group = embed.instance_group[0]
+    assert (group.count, group.kind, list(group.gpus)) == (3, mc.ModelInstanceGroup.KIND_GPU, [1])
+    assert load_config(target / "bge_reranker" / "config.pbtxt").parameters["model"].string_value == "/rr"
+    assert load_config(target / "bge_m3_rerank" / "config.pbtxt").max_batch_size == 32
+    assert (target / "bge_m3" / "1" / "model.py").is_file()
+
+
+def test_cpu_instances_split_the_cores(tmp_path: Path) -> None:
+    target = render_repository(REPO / "model_repository", tmp_path / "m", Deployment(instances=2))
+    embed = load_config(target / "bge_m3" / "config.pbtxt")
+    assert embed.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
+    assert int(embed.parameters["torch_threads"].string_value) >= 1
+    assert not (target / "bge_reranker").exists()
+
+
+def test_environment_names_include_the_runpod_workers() -> None:
+    deployment = deployment_from_env({"GPU_DEVICE": "cuda:0", "MAX_MODELS": "4", "BGE_M3_MODEL": "/x",
+                                      "BGE_M3_QUEUE_TIMEOUT_US": "1000"})
+    assert (deployment.device, deployment.instances, deployment.model, deployment.queue_timeout_us) == \
+        ("cuda:0", 4, "/x", 1000)
+    with pytest.raises(ValueError, match="MAX_MODELS"):
+        deployment_from_env({"MAX_MODELS": "many"})
