@@ -76,3 +76,11 @@ def test_health_command(server: Server) -> None:
 
     assert main(["health", "--url", server.http]) == 0
     assert main(["health", "--url", f"127.0.0.1:{free_ports(1)[0]}", "--timeout", "2"]) == 1
+
+
+def test_runpod_worker_handler(server: Server) -> None:
+    from bge_m3_client.runpod_worker import make_handler
+
+    handler, concurrency = make_handler({"TRITON_URL": server.grpc, "TRITON_PROTOCOL": "grpc", "MAX_CONCURRENCY": "3"})
+    out = asyncio.run(handler({"id": "job-1", "input": {"texts": ["x", "y"], "isPassage": True}}))
+    assert concurrency == 3 and [r["text"] for r in out["results"]] == ["x", "y"]

@@ -77,6 +77,8 @@ def _deployment_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queue-size", type=int, help="reject requests beyond this many queued")
     parser.add_argument("--torch-threads", type=int, help="intra-op threads per instance (default: cores/instances)")
     parser.add_argument("--model-repository", type=Path, help="the source model repository")
+    parser.add_argument("--models", help="comma-separated models to serve (default: bge_m3, bge_m3_rerank and, "
+                                         "with --reranker, bge_reranker)")
 
 
 def _deployment(args: argparse.Namespace) -> Deployment:
@@ -88,6 +90,8 @@ def _deployment(args: argparse.Namespace) -> Deployment:
         value = getattr(args, field)
         if value is not None:
             setattr(deployment, field, value)
+    if args.models:
+        deployment.only_models = [name.strip() for name in args.models.split(",") if name.strip()]
     return deployment
 
 

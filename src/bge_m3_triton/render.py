@@ -38,9 +38,12 @@ class Deployment:
     queue_timeout_us: int | None = None
     max_queue_size: int | None = None
     torch_threads: int | None = None
+    only_models: list[str] | None = None
 
     def models(self) -> list[str]:
         """The models this deployment serves: the cross-encoder only when one is named."""
+        if self.only_models is not None:
+            return list(self.only_models)
         return [EMBED, RERANK] + ([CROSS_ENCODER] if self.reranker else [])
 
 

@@ -36,7 +36,7 @@ class ModelSettings:
     device: str = "auto"
     query_max_length: int = 512
     passage_max_length: int = 8192
-    max_batch_tokens: int = 16384
+    max_batch_tokens: int = 4096
     max_batch_texts: int = 64
     max_text_bytes: int = 2_000_000
     torch_threads: int = 0

@@ -1,0 +1,243 @@
+"""Load tests with perf_analyzer: our models against a naive FlagEmbedding baseline, one markdown table.
+
+    perf/run.sh [--preset full] [--quick] [--skip-baseline]
+
+Starts a real Triton per configuration with the launcher, drives it with perf_analyzer 2.51 (from
+the tritonclient wheel) over HTTP and gRPC, reads Triton's server-side split from perf_analyzer's
+CSV, measures the server's peak RSS, and the model core's own throughput outside Triton on the
+same texts. Loopback only; every run is bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "tests"))
+
+from corpus import make_texts  # noqa: E402
+
+
+@dataclasses.dataclass
+class Workload:
+    """One perf_analyzer scenario: a model, its input texts, a request shape, concurrency levels."""
+
+    name: str
+    model: str
+    data: Path
+    tokens_per_request: float
+    texts_per_request: int
+    concurrency: list[int]
+    parameters: dict[str, str]
+    protocols: tuple[str, ...] = ("http", "grpc")
+
+
+def perf_analyzer_env() -> dict[str, str]:
+    """perf_analyzer needs libb64 and libcudart; the pytriton wheel bundles both under hashed names."""
+    import pytriton
+
+    libs = Path(pytriton.__file__).resolve().parent.parent / "nvidia_pytriton.libs"
+    target = REPO / ".cache" / "perf" / "lib"
+    target.mkdir(parents=True, exist_ok=True)
+    for pattern, name in (("libb64-*.so.0d", "libb64.so.0d"), ("libcudart-*.so.12*", "libcudart.so.12")):
+        link = target / name
+        if not link.exists():
+            link.symlink_to(next(libs.glob(pattern)))
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join((str(target), env.get("LD_LIBRARY_PATH", "")))
+    return env
+
+
+def write_data(path: Path, rows: list[dict[str, list[str]]]) -> Path:
+    path.write_text(json.dumps({"data": rows}, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def workloads(tokenizer: object, folder: Path, quick: bool) -> list[Workload]:
+    """Queries ~16 tokens, passages ~256, long ~2,048, mixed; rerank: one query with 20 passages."""
+    queries = make_texts(tokenizer, 64, 16, seed=1)
+    passages = make_texts(tokenizer, 64, 256, seed=2)
+    longs = make_texts(tokenizer, 8, 2048, seed=3)
+    mixed = queries[:24] + passages[:32] + longs[:2]
+    one = lambda name, texts: write_data(folder / f"{name}.json", [{"TEXT": [t]} for t in texts])  # noqa: E731
+    # perf_analyzer fills a batch of -b 20 from 20 consecutive steps: one query, 20 passages each.
+    pairs = [{"QUERY": [queries[i // 20]], "PASSAGE": [passages[i % 64]]} for i in range(160)]
+    rerank_data = write_data(folder / "rerank.json", pairs)
+    mean = lambda texts: sum(len(tokenizer(t)["input_ids"]) for t in texts) / len(texts)  # noqa: E731
+    passage = {"mode": "passage"}
+    return [
+        Workload("queries", "bge_m3", one("queries", queries), mean(queries), 1, [1] if quick else [1, 8], {}),
+        Workload("passages", "bge_m3", one("passages", passages), mean(passages), 1,
+                 [4] if quick else [1, 4, 16], passage),
+        Workload("long", "bge_m3", one("long", longs), mean(longs), 1, [2], passage, ("grpc",)),
+        Workload("mixed", "bge_m3", one("mixed", mixed), mean(mixed), 1, [8], passage, ("grpc",)),
+        Workload("rerank 1x20", "bge_m3_rerank", rerank_data, 20 * mean(passages[:20]) + 20 * mean(queries), 20,
+                 [2], {}, ("grpc",)),
+    ]
+
+
+def run_perf_analyzer(workload: Workload, protocol: str, url: str, out_csv: Path, interval_ms: int,
+                      env: dict[str, str]) -> list[dict[str, str]]:
+    command = [str(Path(sys.prefix) / "bin" / "perf_analyzer"), "-m", workload.model, "-u", url, "-i", protocol,
+               "--input-data", str(workload.data), "-b", str(workload.texts_per_request),
+               "--concurrency-range", f"{min(workload.concurrency)}:{max(workload.concurrency)}",
+               "--measurement-interval", str(interval_ms), "--stability-percentage", "50", "--max-trials", "8",
+               "-f", str(out_csv)]
+    levels = sorted(set(workload.concurrency))
+    if len(levels) > 1:
+        step = levels[1] - levels[0] if len(levels) == 2 else 0
+        if step == 0:  # non-arithmetic sweep: one perf_analyzer run per level
+            rows: list[dict[str, str]] = []
+            for level in levels:
+                rows += run_perf_analyzer(dataclasses.replace(workload, concurrency=[level]), protocol, url,
+                                          out_csv.with_suffix(f".c{level}.csv"), interval_ms, env)
+            return rows
+        command[command.index("--concurrency-range") + 1] += f":{step}"
+    # perf_analyzer 2.51 sends request parameters over gRPC only; over HTTP the texts go in the default
+    # query mode, the same work for texts under the 512-token query limit (the passage workload).
+    for key, value in workload.parameters.items() if protocol == "grpc" else ():
+        command += ["--request-parameter", f"{key}:{value}:string"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        raise RuntimeError(f"perf_analyzer failed for {workload.name}/{protocol}:\n{result.stdout[:1500]}"
+                           f"\n{result.stderr[-2000:]}")
+    with out_csv.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def process_tree_peak_rss_mib(pid: int) -> float:
+    """Sum of VmHWM (peak RSS) over a process and its descendants: tritonserver and its Python stubs."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")), 0)
+        todo += [int(child) for child in children]
+    return total / 1024
+
+
+def core_throughput(checkpoint: Path, texts: list[str], dtype: str) -> float:
+    """Texts/s of the model core alone (no Triton) on `texts`, median of 3 after a warm-up."""
+    from bge_m3_triton.m3 import M3Model
+    from bge_m3_triton.settings import ModelSettings
+
+    model = M3Model.load(ModelSettings(model=str(checkpoint), dtype=dtype, device="cpu"))
+    lengths = [8192] * len(texts)
+    model.encode(texts[:4], lengths[:4])
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        model.encode(texts, lengths)
+        times.append(time.perf_counter() - start)
+    return len(texts) / statistics.median(times)
+
+
+def table_rows(label: str, workload: Workload, protocol: str, rows: list[dict[str, str]]) -> list[str]:
+    out = []
+    for row in rows:
+        rps = float(row["Inferences/Second"])
+        us = lambda key: float(row.get(key, 0) or 0) / 1000  # noqa: E731  (microseconds -> ms)
+        out.append(
+            f"| {label} | {workload.name} | {protocol} | {row['Concurrency']} | "
+            f"{rps * workload.texts_per_request:.2f} | {rps * workload.tokens_per_request:,.0f} | "
+            f"{us('p50 latency'):.0f} | {us('p95 latency'):.0f} | {us('p99 latency'):.0f} | "
+            f"{us('Server Queue'):.1f} | {us('Server Compute Input'):.1f} | {us('Server Compute Infer'):.1f} | "
+            f"{us('Server Compute Output'):.1f} |")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=("small", "full"), default="full")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--quick", action="store_true", help="fewer concurrency levels, shorter windows")
+    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--out", type=Path, default=REPO / "perf" / "results")
+    args = parser.parse_args()
+
+    from conftest import start_server
+
+    from bge_m3_triton.testmodel import make_test_model
+    from bge_m3_triton.tokens import load_tokenizer
+
+    checkpoint = REPO / ".cache" / "perf-models" / args.preset
+    if not (checkpoint / "config.json").is_file():
+        make_test_model(checkpoint, args.preset, seed=0)
+    work = REPO / ".cache" / "perf" / "run"
+    work.mkdir(parents=True, exist_ok=True)
+    tokenizer = load_tokenizer(checkpoint)
+    loads = workloads(tokenizer, work, args.quick)
+    env = perf_analyzer_env()
+    interval = 8000 if args.quick else 15000
+    lines: list[str] = []
+    notes: list[str] = []
+
+    configs = [("bge-m3-triton", ["--dtype", args.dtype], None, loads)]
+    if not args.skip_baseline:
+        baseline_loads = [dataclasses.replace(w, concurrency=[1, 2], protocols=("http",)) for w in loads
+                          if w.name == "passages"]
+        configs.append(("baseline (FlagEmbedding per request, fp32)", ["--model-repository",
+                        str(HERE / "baseline_repository"), "--models", "bge_m3"], "baseline", baseline_loads))
+    for label, extra, kind, config_loads in configs:
+        server_args = ["--model", str(checkpoint), "--workdir", str(work / "server"), *extra]
+        server = start_server(work, server_args, ["bge_m3"])
+        try:
+            rss_ready = process_tree_peak_rss_mib(server.process.pid)
+            for workload in config_loads:
+                for protocol in workload.protocols:
+                    url = server.http if protocol == "http" else server.grpc
+                    out_csv = work / f"{label.split()[0]}-{workload.name.split()[0]}-{protocol}.csv"
+                    print(f"[perf] {label}: {workload.name} over {protocol}", flush=True)
+                    rows = run_perf_analyzer(workload, protocol, url, out_csv, interval, env)
+                    lines += table_rows(label.split(" (")[0], workload, protocol, rows)
+            if kind is None:
+                from bge_m3_client import BGEM3Client
+
+                long_text = make_texts(tokenizer, 1, 8192, seed=4)
+                with BGEM3Client(server.http) as client:
+                    result = client.encode(long_text, is_passage=True, return_colbert=True)
+                notes.append(f"One {result[0].tokens}-token passage, dense+sparse+ColBERT: server peak RSS "
+                             f"{process_tree_peak_rss_mib(server.process.pid):,.0f} MiB "
+                             f"(ready: {rss_ready:,.0f} MiB).")
+            notes.append(f"{label}: server peak RSS over its runs {process_tree_peak_rss_mib(server.process.pid):,.0f}"
+                         f" MiB (after load: {rss_ready:,.0f} MiB).")
+        finally:
+            server.stop()
+    passages = make_texts(tokenizer, 64, 256, seed=2)
+    core = core_throughput(checkpoint, passages, args.dtype)
+    notes.append(f"Model core alone (no Triton), the 64 passages in one call: {core:.2f} passages/s.")
+
+    header = ["| server | workload | protocol | concurrency | texts/s | tokens/s | p50 ms | p95 ms | p99 ms | "
+              "queue ms | input ms | infer ms | output ms |", "|" + "---|" * 13]
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    report = [f"# perf run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+              "", f"Machine: {os.cpu_count()} cores, {cpu}; preset `{args.preset}`, dtype `{args.dtype}`; "
+              f"perf_analyzer 2.51, {interval // 1000} s windows; one text per request (rerank: 20 pairs).", "",
+              *header, *lines, "", *[f"- {note}" for note in notes]]
+    text = "\n".join(report)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.preset}-{datetime.datetime.now():%Y%m%d-%H%M}.md").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
