@@ -153,7 +153,10 @@ def table_rows(label: str, workload: Workload, protocol: str, rows: list[dict[st
     out = []
     for row in rows:
         rps = float(row["Inferences/Second"])
-        us = lambda key: float(row.get(key, 0) or 0) / 1000  # noqa: E731  (microseconds -> ms)
+
+        def us(key: str, row: dict[str, str] = row) -> float:  # microseconds -> ms
+            return float(row.get(key, 0) or 0) / 1000
+
         out.append(
             f"| {label} | {workload.name} | {protocol} | {row['Concurrency']} | "
             f"{rps * workload.texts_per_request:.2f} | {rps * workload.tokens_per_request:,.0f} | "
