@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -45,9 +46,21 @@ class Workload:
     protocols: tuple[str, ...] = ("http", "grpc")
 
 
+def perf_analyzer_binary() -> str:
+    """perf_analyzer from this venv (tritonclient wheel) or PATH (Triton's SDK image)."""
+    local = Path(sys.prefix) / "bin" / "perf_analyzer"
+    found = str(local) if local.is_file() else shutil.which("perf_analyzer")
+    if not found:
+        raise SystemExit("perf_analyzer not found: pip install tritonclient==2.51.0, or use the Triton SDK image")
+    return found
+
+
 def perf_analyzer_env() -> dict[str, str]:
     """perf_analyzer needs libb64 and libcudart; the pytriton wheel bundles both under hashed names."""
-    import pytriton
+    try:
+        import pytriton
+    except ImportError:  # the SDK image has them installed
+        return dict(os.environ)
 
     libs = Path(pytriton.__file__).resolve().parent.parent / "nvidia_pytriton.libs"
     target = REPO / ".cache" / "perf" / "lib"
@@ -91,7 +104,7 @@ def workloads(tokenizer: object, folder: Path, quick: bool) -> list[Workload]:
 
 def run_perf_analyzer(workload: Workload, protocol: str, url: str, out_csv: Path, interval_ms: int,
                       env: dict[str, str]) -> list[dict[str, str]]:
-    command = [str(Path(sys.prefix) / "bin" / "perf_analyzer"), "-m", workload.model, "-u", url, "-i", protocol,
+    command = [perf_analyzer_binary(), "-m", workload.model, "-u", url, "-i", protocol,
                "--input-data", str(workload.data), "-b", str(workload.texts_per_request),
                "--concurrency-range", f"{min(workload.concurrency)}:{max(workload.concurrency)}",
                "--measurement-interval", str(interval_ms), "--stability-percentage", "50", "--max-trials", "8",
@@ -166,6 +179,28 @@ def table_rows(label: str, workload: Workload, protocol: str, rows: list[dict[st
     return out
 
 
+def external(args: argparse.Namespace) -> int:
+    """Load a server that is already running (e.g. the compose file's `perf` service)."""
+    from transformers import AutoTokenizer
+
+    work = REPO / ".cache" / "perf" / "external"
+    work.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or REPO / "src" / "bge_m3_triton" / "assets" /
+                                              "xlmr-tokenizer")
+    lines = []
+    for workload in workloads(tokenizer, work, args.quick):
+        if workload.model != "bge_m3_rerank":
+            rows = run_perf_analyzer(workload, "grpc", args.url, work / f"{workload.name.split()[0]}.csv",
+                                     8000 if args.quick else 15000, perf_analyzer_env())
+            lines += table_rows("server", workload, "grpc", rows)
+    print("\n".join([HEADER, "|" + "---|" * 13, *lines]))
+    return 0
+
+
+HEADER = ("| server | workload | protocol | concurrency | texts/s | tokens/s | p50 ms | p95 ms | p99 ms | "
+          "queue ms | input ms | infer ms | output ms |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=("small", "full"), default="full")
@@ -173,7 +208,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer concurrency levels, shorter windows")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "perf" / "results")
+    parser.add_argument("--url", help="gRPC host:port of a running server to load (no baseline, no RSS)")
+    parser.add_argument("--tokenizer", type=Path, help="tokenizer folder for --url (default: the checkpoint's)")
     args = parser.parse_args()
+    if args.url:
+        return external(args)
 
     from conftest import start_server
 
@@ -227,8 +266,7 @@ def main() -> int:
     core = core_throughput(checkpoint, passages, args.dtype)
     notes.append(f"Model core alone (no Triton), the 64 passages in one call: {core:.2f} passages/s.")
 
-    header = ["| server | workload | protocol | concurrency | texts/s | tokens/s | p50 ms | p95 ms | p99 ms | "
-              "queue ms | input ms | infer ms | output ms |", "|" + "---|" * 13]
+    header = [HEADER, "|" + "---|" * 13]
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     report = [f"# perf run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",

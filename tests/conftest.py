@@ -121,3 +121,40 @@ def server(tmp_path_factory: pytest.TempPathFactory, m3_checkpoint: Path,
                            ["bge_m3", "bge_m3_rerank", "bge_reranker"])
     yield running
     running.stop()
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (the launcher, tritonserver, the Python stubs)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            todo += [int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Current resident memory of a process tree, MiB."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS")), 0)
+    return total / 1024
+
+
+def stub_pid(server: Server, model: str) -> int:
+    """The Python backend stub process serving `model`."""
+    for member in process_tree(server.process.pid):
+        try:
+            command = Path(f"/proc/{member}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "triton_python_backend_stub" in command and f"/{model}/1/model.py" in command:
+            return member
+    raise LookupError(f"no stub process for {model}")

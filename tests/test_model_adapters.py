@@ -45,14 +45,14 @@ def test_mixed_batch_answers_every_request(embed_model: Any, m3_checkpoint: Path
 
 def test_a_failing_request_does_not_fail_the_batch(embed_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     service = embed_model.service
-    real_encode = service.model.encode
+    real_tokenize = service.model.tokenize
 
-    def encode_or_fail(batch: list[str], *args: Any, **kwargs: Any) -> Any:
+    def tokenize_or_fail(batch: list[str], *args: Any, **kwargs: Any) -> Any:
         if "poison" in batch:
             raise RuntimeError("simulated failure\n  File /secret/path.py, line 1")
-        return real_encode(batch, *args, **kwargs)
+        return real_tokenize(batch, *args, **kwargs)
 
-    monkeypatch.setattr(service.model, "encode", encode_or_fail)
+    monkeypatch.setattr(service.model, "tokenize", tokenize_or_fail)
     responses = embed_model.execute([Request({"TEXT": texts("fine")}), Request({"TEXT": texts("poison")}),
                                      Request({"TEXT": texts("also fine")})])
     assert not responses[0].has_error() and not responses[2].has_error()
@@ -77,3 +77,16 @@ def test_cross_encoder_adapter(reranker_checkpoint: Path) -> None:
     assert 1 / (1 + np.exp(-logit)) == pytest.approx(float(scores[0, 0]), abs=1e-6)
     assert "rows" in responses[2].error().message()
     assert "normalize" in responses[3].error().message()
+
+
+def test_oversized_colbert_response_is_refused_alone(m3_checkpoint: Path) -> None:
+    model = load_model_py("bge_m3").TritonPythonModel()
+    model.initialize(triton_args("bge_m3", {"model": str(m3_checkpoint), "dtype": "float32",
+                                            "max_response_bytes": "20000"}))
+    long_text = "many words here " * 100
+    responses = model.execute([
+        Request({"TEXT": texts(long_text)}, {"mode": "passage"}, outputs=["COLBERT", "COLBERT_LENGTHS"]),
+        Request({"TEXT": texts(long_text)}, {"mode": "passage"}, outputs=["DENSE"]),
+    ])
+    assert "send fewer or shorter texts" in responses[0].error().message()
+    assert responses[1].output_tensors["DENSE"].shape == (1, 32)

@@ -110,7 +110,9 @@ class BGEM3Client(_Common):
         text_list = rq.as_text_list(texts)
         if not text_list:
             return []
-        ranges = rq.chunks(len(text_list), batch_size, self.max_batch_size(self.model))
+        costs = rq.colbert_costs(text_list, max_length or (8192 if is_passage else 512)) if return_colbert else None
+        ranges = rq.chunks(len(text_list), batch_size, self.max_batch_size(self.model), costs,
+                           rq.COLBERT_REQUEST_BUDGET)
         calls = rq.embed_calls(self.model, text_list, ranges, is_passage,
                                rq.embed_outputs(return_dense, return_sparse, return_colbert), max_length)
         return rq.collect(ranges, self._send(calls), rq.decode_embed)
@@ -217,7 +219,9 @@ class AsyncBGEM3Client(_Common):
         text_list = rq.as_text_list(texts)
         if not text_list:
             return []
-        ranges = rq.chunks(len(text_list), batch_size, await self.max_batch_size(self.model))
+        costs = rq.colbert_costs(text_list, max_length or (8192 if is_passage else 512)) if return_colbert else None
+        ranges = rq.chunks(len(text_list), batch_size, await self.max_batch_size(self.model), costs,
+                           rq.COLBERT_REQUEST_BUDGET)
         calls = rq.embed_calls(self.model, text_list, ranges, is_passage,
                                rq.embed_outputs(return_dense, return_sparse, return_colbert), max_length)
         return rq.collect(ranges, await self._send(calls), rq.decode_embed)

@@ -30,13 +30,40 @@ def as_text_list(texts: str | Sequence[str]) -> list[str]:
     return texts
 
 
-def chunks(count: int, batch_size: int, max_batch_size: int) -> list[Chunk]:
-    """[start, stop) ranges: `batch_size` texts each (0: as many as the model takes), never above its max."""
+# ColBERT outputs are tokens x 1024 float32 per text: 64 passages of 8,192 tokens would be 2 GiB,
+# past gRPC's message limit. Requests asking for ColBERT are packed under this estimate.
+COLBERT_BYTES_PER_TOKEN = 1024 * 4
+COLBERT_REQUEST_BUDGET = 256 << 20
+
+
+def chunks(count: int, batch_size: int, max_batch_size: int, costs: Sequence[int] | None = None,
+           budget: int = 0) -> list[Chunk]:
+    """[start, stop) ranges: `batch_size` texts each (0: as many as the model takes), never above its max.
+
+    With `costs`, a range also stays within `budget` (a single text over it goes alone).
+    """
     if batch_size < 0:
         raise InvalidInputError("batch_size must be 0 (as large as the model allows) or positive")
     size = min(batch_size or max_batch_size, max_batch_size) if max_batch_size > 0 else (batch_size or count)
     size = max(size, 1)
-    return [(start, min(start + size, count)) for start in range(0, count, size)]
+    ranges: list[Chunk] = []
+    start = 0
+    while start < count:
+        stop, total = start, 0
+        while stop < count and stop - start < size:
+            cost = costs[stop] if costs is not None else 0
+            if stop > start and budget and total + cost > budget:
+                break
+            total += cost
+            stop += 1
+        ranges.append((start, stop))
+        start = stop
+    return ranges
+
+
+def colbert_costs(texts: Sequence[str], max_length: int) -> list[int]:
+    """Upper bounds of each text's ColBERT bytes (a token holds at least one UTF-8 byte)."""
+    return [min(len(text.encode("utf-8")) + 2, max_length) * COLBERT_BYTES_PER_TOKEN for text in texts]
 
 
 def text_tensor(texts: Sequence[str]) -> np.ndarray:

@@ -29,7 +29,7 @@ def make_handler(env: Mapping[str, str] | None = None) -> tuple[Callable[[dict[s
 
 def main() -> None:
     """Start the RunPod serverless loop (needs `pip install 'bge-m3-client[runpod]'`)."""
-    import runpod  # type: ignore[import-not-found]
+    import runpod
 
     handler, concurrency = make_handler()
     runpod.serverless.start({"handler": handler, "concurrency_modifier": lambda _current: concurrency})

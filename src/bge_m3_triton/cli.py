@@ -10,8 +10,8 @@ from pathlib import Path
 from bge_m3_triton.render import Deployment, deployment_from_env
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `bge-m3-triton` command."""
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser."""
     parser = argparse.ArgumentParser(prog="bge-m3-triton", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="0.0.0.0", help="bind address for HTTP and gRPC (default 0.0.0.0)")
     serve.add_argument("--workdir", type=Path, help="where the rendered repository goes (default: a temp dir)")
     serve.add_argument("--log-verbose", type=int, default=0)
+    serve.add_argument("--triton-arg", action="append", default=[], metavar="ARG",
+                       help="pass an argument to tritonserver, e.g. --triton-arg=--http-restricted-api=...")
 
     render = commands.add_parser("render", help="write the rendered model repository and stop")
     _deployment_args(render)
@@ -39,7 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     health.add_argument("--url", default="localhost:8000")
     health.add_argument("--timeout", type=float, default=10.0)
 
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `bge-m3-triton` command."""
+    args = build_parser().parse_args(argv)
     if args.command == "make-test-model":
         from bge_m3_triton.testmodel import make_test_model
 
@@ -49,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return _health(args.url, args.timeout)
     from bge_m3_triton import launcher
 
-    deployment = _deployment(args)
+    deployment = deployment_from_args(args)
     source = args.model_repository or launcher.default_model_repository()
     if args.command == "render":
         from bge_m3_triton.render import render_repository
@@ -57,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         print(render_repository(source, args.target, deployment))
         return 0
     options = launcher.ServerOptions(http_port=args.http_port, grpc_port=args.grpc_port,
-                                     metrics_port=args.metrics_port, host=args.host, log_verbose=args.log_verbose)
+                                     metrics_port=args.metrics_port, host=args.host, log_verbose=args.log_verbose,
+                                     extra_args=list(args.triton_arg))
     return launcher.serve(deployment, options, args.workdir, source)
 
 
@@ -81,7 +89,7 @@ def _deployment_args(parser: argparse.ArgumentParser) -> None:
                                          "with --reranker, bge_reranker)")
 
 
-def _deployment(args: argparse.Namespace) -> Deployment:
+def deployment_from_args(args: argparse.Namespace) -> Deployment:
     """Environment variables first, command-line flags over them."""
     deployment = deployment_from_env(os.environ)
     for field in ("model", "revision", "reranker", "dtype", "device", "instances", "query_max_length",

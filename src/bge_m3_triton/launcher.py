@@ -33,6 +33,7 @@ class ServerOptions:
     log_verbose: int = 0
     exit_timeout_s: int = 30
     shm_bytes: int = 16 * 1024 * 1024
+    extra_args: list[str] = dataclasses.field(default_factory=list)
 
 
 def default_model_repository() -> Path:
@@ -76,11 +77,17 @@ def server_environment(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def installed_tritonserver() -> Path | None:
+    """A tritonserver named by `TRITONSERVER` (NVIDIA's container: /opt/tritonserver/bin/tritonserver)."""
+    path = os.environ.get("TRITONSERVER", "")
+    return Path(path) if path else None
+
+
 def server_command(repository: Path, backends: Path, options: ServerOptions) -> list[str]:
     """The tritonserver command line."""
-    server_dir, _ = pytriton_paths()
+    binary = installed_tritonserver() or pytriton_paths()[0] / "bin" / "tritonserver"
     return [
-        str(server_dir / "bin" / "tritonserver"),
+        str(binary),
         f"--model-repository={repository}",
         f"--backend-directory={backends}",
         f"--http-port={options.http_port}", f"--grpc-port={options.grpc_port}",
@@ -92,12 +99,16 @@ def server_command(repository: Path, backends: Path, options: ServerOptions) -> 
         f"--log-verbose={options.log_verbose}",
         f"--backend-config=python,shm-default-byte-size={options.shm_bytes}",
         "--backend-config=python,shm-growth-byte-size=16777216",
+        *options.extra_args,
     ]
 
 
 def prepare(deployment: Deployment, workdir: Path, source: Path | None = None) -> tuple[Path, Path]:
     """Render the model repository and the backend directory under `workdir`."""
     repository = render_repository(source or default_model_repository(), workdir / "models", deployment)
+    installed = installed_tritonserver()
+    if installed is not None:  # a full Triton install brings its own backends and matching Python
+        return repository, Path(os.environ.get("TRITON_BACKEND_DIR", installed.parent.parent / "backends"))
     backends = make_backend_dir(workdir / "backends")
     return repository, backends
 
@@ -107,7 +118,8 @@ def serve(deployment: Deployment, options: ServerOptions, workdir: Path | None =
     """Run tritonserver in the foreground until it exits; SIGINT/SIGTERM are passed on. Returns its code."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="bge-m3-triton-"))
     repository, backends = prepare(deployment, workdir, source)
-    process = subprocess.Popen(server_command(repository, backends, options), env=server_environment())
+    env = dict(os.environ) if installed_tritonserver() else server_environment()
+    process = subprocess.Popen(server_command(repository, backends, options), env=env)
 
     def forward(signum: int, _frame: object) -> None:
         process.send_signal(signum)

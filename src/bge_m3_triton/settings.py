@@ -39,6 +39,7 @@ class ModelSettings:
     max_batch_tokens: int = 4096
     max_batch_texts: int = 64
     max_text_bytes: int = 2_000_000
+    max_response_bytes: int = 1 << 30
     torch_threads: int = 0
     embed_model: str = "bge_m3"
 
@@ -50,7 +51,7 @@ class ModelSettings:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise SettingsError(f"parameter 'device' must be auto, cpu or cuda:N, got {self.device!r}")
         for name in ("query_max_length", "passage_max_length", "max_batch_tokens", "max_batch_texts",
-                     "max_text_bytes"):
+                     "max_text_bytes", "max_response_bytes"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"parameter {name!r} must be a positive integer, got {getattr(self, name)}")
         if self.torch_threads < 0:

@@ -11,6 +11,7 @@ from bge_m3_client import contract as c
 from bge_m3_triton.m3 import M3Model, TextEmbedding
 from bge_m3_triton.serving.params import InvalidRequest
 from bge_m3_triton.serving.triton_glue import Outputs, RequestView
+from bge_m3_triton.tokens import Tokenized
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,19 +44,40 @@ class EmbedService:
             raise InvalidRequest(f"unknown output(s) requested: {', '.join(sorted(unknown))}")
         return EmbedJob(texts=view.texts(c.TEXT), max_length=max_length, outputs=outputs)
 
-    def run(self, jobs: Sequence[EmbedJob]) -> list[Outputs]:
-        """Embed the texts of all jobs together and split the results back per job."""
-        texts = [text for job in jobs for text in job.texts]
-        lengths = [job.max_length for job in jobs for _ in job.texts]
-        wanted = {group for job in jobs for group, names in c.OUTPUT_GROUPS.items() if job.outputs & set(names)}
-        results = self.model.encode(texts, lengths, tuple(wanted))
-        packed = []
+    def run(self, jobs: Sequence[EmbedJob]) -> list[Outputs | Exception]:
+        """Embed the texts of all jobs together and split the results back per job.
+
+        A job whose response would exceed `max_response_bytes` (long ColBERT outputs) is refused
+        after tokenization, before any forward pass, so it costs the others nothing.
+        """
+        tokenized = [self.model.tokenize(job.texts, [job.max_length] * len(job.texts)) for job in jobs]
+        refused = [self._oversized(job, tokens) for job, tokens in zip(jobs, tokenized)]
+        accepted = [i for i, error in enumerate(refused) if error is None]
+        merged = Tokenized(ids=[ids for i in accepted for ids in tokenized[i].ids],
+                           truncated=[cut for i in accepted for cut in tokenized[i].truncated])
+        wanted = {group for i in accepted for group, names in c.OUTPUT_GROUPS.items()
+                  if jobs[i].outputs & set(names)}
+        results = self.model.encode_tokenized(merged, tuple(wanted))
+        packed: list[Outputs | Exception] = []
         start = 0
-        for job in jobs:
+        for job, error in zip(jobs, refused):
+            if error is not None:
+                packed.append(error)
+                continue
             packed.append(pack_embed_outputs(results[start:start + len(job.texts)], job.outputs,
                                              self.model.hidden_size, self.model.colbert_dim))
             start += len(job.texts)
         return packed
+
+    def _oversized(self, job: EmbedJob, tokens: Tokenized) -> InvalidRequest | None:
+        if not job.outputs & set(c.OUTPUT_GROUPS["colbert"]):
+            return None
+        size = sum(len(ids) - 1 for ids in tokens.ids) * self.model.colbert_dim * 4
+        limit = self.model.settings.max_response_bytes
+        if size <= limit:
+            return None
+        return InvalidRequest(f"the ColBERT output of this request would be {size:,} bytes, over the "
+                              f"{limit:,}-byte limit: send fewer or shorter texts per request")
 
 
 def pack_embed_outputs(results: Sequence[TextEmbedding], requested: frozenset[str],

@@ -81,7 +81,7 @@ class BatchExecutor(Generic[Job]):
                 kind=pb.MetricFamily.COUNTER)
 
     def execute(self, requests: Sequence[Any], parse: Callable[[RequestView], Job],
-                run: Callable[[list[Job]], list[Outputs]]) -> list[Any]:
+                run: Callable[[list[Job]], Sequence[Outputs | Exception]]) -> list[Any]:
         """Synchronous `execute`: one response per request, in order."""
         responses, jobs = self._parse_all(requests, parse)
         if jobs:
@@ -117,7 +117,8 @@ class BatchExecutor(Generic[Job]):
                 responses[index] = self.internal_error(exc)
         return responses, jobs
 
-    def _run_guarded(self, run: Callable[[list[Job]], list[Outputs]], jobs: list[Job]) -> list[Outputs | Exception]:
+    def _run_guarded(self, run: Callable[[list[Job]], Sequence[Outputs | Exception]],
+                     jobs: list[Job]) -> list[Outputs | Exception]:
         try:
             return list(run(jobs))
         except Exception as exc:

