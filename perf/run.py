@@ -21,6 +21,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -39,8 +40,8 @@ class Workload:
     name: str
     model: str
     data: Path
-    tokens_per_request: float
-    texts_per_request: int
+    tokens_per_item: float
+    items_per_request: int
     concurrency: list[int]
     parameters: dict[str, str]
     protocols: tuple[str, ...] = ("http", "grpc")
@@ -97,7 +98,7 @@ def workloads(tokenizer: object, folder: Path, quick: bool) -> list[Workload]:
                  [4] if quick else [1, 4, 16], passage),
         Workload("long", "bge_m3", one("long", longs), mean(longs), 1, [2], passage, ("grpc",)),
         Workload("mixed", "bge_m3", one("mixed", mixed), mean(mixed), 1, [8], passage, ("grpc",)),
-        Workload("rerank 1x20", "bge_m3_rerank", rerank_data, 20 * mean(passages[:20]) + 20 * mean(queries), 20,
+        Workload("rerank 1x20", "bge_m3_rerank", rerank_data, mean(passages) + mean(queries[:8]) / 20, 20,
                  [2], {}, ("grpc",)),
     ]
 
@@ -105,7 +106,7 @@ def workloads(tokenizer: object, folder: Path, quick: bool) -> list[Workload]:
 def run_perf_analyzer(workload: Workload, protocol: str, url: str, out_csv: Path, interval_ms: int,
                       env: dict[str, str]) -> list[dict[str, str]]:
     command = [perf_analyzer_binary(), "-m", workload.model, "-u", url, "-i", protocol,
-               "--input-data", str(workload.data), "-b", str(workload.texts_per_request),
+               "--input-data", str(workload.data), "-b", str(workload.items_per_request),
                "--concurrency-range", f"{min(workload.concurrency)}:{max(workload.concurrency)}",
                "--measurement-interval", str(interval_ms), "--stability-percentage", "50", "--max-trials", "8",
                "-f", str(out_csv)]
@@ -146,8 +147,38 @@ def process_tree_peak_rss_mib(pid: int) -> float:
     return total / 1024
 
 
-def core_throughput(checkpoint: Path, texts: list[str], dtype: str) -> float:
-    """Texts/s of the model core alone (no Triton) on `texts`, median of 3 after a warm-up."""
+def process_tree_rss_mib(pid: int) -> float:
+    """Current resident memory (VmRSS) of a process tree, MiB."""
+    from conftest import tree_rss_mib
+
+    return float(tree_rss_mib(pid))
+
+
+class RssSampler:
+    """Samples a process tree's RSS every 20 ms while in a `with` block; `peak` is the largest."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak = pid, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, process_tree_rss_mib(self.pid))
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def core_timings(checkpoint: Path, texts: list[str], queries: list[str], dtype: str) -> tuple[float, float]:
+    """The model core alone (no Triton): texts/s on `texts` (median of 3 after a warm-up), and the
+    median milliseconds of one query at a time."""
     from bge_m3_triton.m3 import M3Model
     from bge_m3_triton.settings import ModelSettings
 
@@ -159,20 +190,25 @@ def core_throughput(checkpoint: Path, texts: list[str], dtype: str) -> float:
         start = time.perf_counter()
         model.encode(texts, lengths)
         times.append(time.perf_counter() - start)
-    return len(texts) / statistics.median(times)
+    single = []
+    for query in queries[:20]:
+        start = time.perf_counter()
+        model.encode([query], [512])
+        single.append(time.perf_counter() - start)
+    return len(texts) / statistics.median(times), statistics.median(single) * 1000
 
 
 def table_rows(label: str, workload: Workload, protocol: str, rows: list[dict[str, str]]) -> list[str]:
     out = []
     for row in rows:
-        rps = float(row["Inferences/Second"])
+        rps = float(row["Inferences/Second"])  # per item: with -b 20 it already counts pairs
 
         def us(key: str, row: dict[str, str] = row) -> float:  # microseconds -> ms
             return float(row.get(key, 0) or 0) / 1000
 
         out.append(
             f"| {label} | {workload.name} | {protocol} | {row['Concurrency']} | "
-            f"{rps * workload.texts_per_request:.2f} | {rps * workload.tokens_per_request:,.0f} | "
+            f"{rps:.2f} | {rps * workload.tokens_per_item:,.0f} | "
             f"{us('p50 latency'):.0f} | {us('p95 latency'):.0f} | {us('p99 latency'):.0f} | "
             f"{us('Server Queue'):.1f} | {us('Server Compute Input'):.1f} | {us('Server Compute Infer'):.1f} | "
             f"{us('Server Compute Output'):.1f} |")
@@ -241,7 +277,6 @@ def main() -> int:
         server_args = ["--model", str(checkpoint), "--workdir", str(work / "server"), *extra]
         server = start_server(work, server_args, ["bge_m3"])
         try:
-            rss_ready = process_tree_peak_rss_mib(server.process.pid)
             for workload in config_loads:
                 for protocol in workload.protocols:
                     url = server.http if protocol == "http" else server.grpc
@@ -253,18 +288,19 @@ def main() -> int:
                 from bge_m3_client import BGEM3Client
 
                 long_text = make_texts(tokenizer, 1, 8192, seed=4)
-                with BGEM3Client(server.http) as client:
+                before = process_tree_rss_mib(server.process.pid)
+                with BGEM3Client(server.http) as client, RssSampler(server.process.pid) as sampler:
                     result = client.encode(long_text, is_passage=True, return_colbert=True)
-                notes.append(f"One {result[0].tokens}-token passage, dense+sparse+ColBERT: server peak RSS "
-                             f"{process_tree_peak_rss_mib(server.process.pid):,.0f} MiB "
-                             f"(ready: {rss_ready:,.0f} MiB).")
-            notes.append(f"{label}: server peak RSS over its runs {process_tree_peak_rss_mib(server.process.pid):,.0f}"
-                         f" MiB (after load: {rss_ready:,.0f} MiB).")
+                notes.append(f"One {result[0].tokens}-token passage, dense+sparse+ColBERT: server RSS "
+                             f"{before:,.0f} MiB before, {sampler.peak:,.0f} MiB at most during the request.")
+            notes.append(f"{label}: server RSS {process_tree_rss_mib(server.process.pid):,.0f} MiB after its runs; "
+                         f"peak (VmHWM, loading included) {process_tree_peak_rss_mib(server.process.pid):,.0f} MiB.")
         finally:
             server.stop()
     passages = make_texts(tokenizer, 64, 256, seed=2)
-    core = core_throughput(checkpoint, passages, args.dtype)
-    notes.append(f"Model core alone (no Triton), the 64 passages in one call: {core:.2f} passages/s.")
+    core, query_ms = core_timings(checkpoint, passages, make_texts(tokenizer, 64, 16, seed=1), args.dtype)
+    notes.append(f"Model core alone (no Triton), the 64 passages in one call: {core:.2f} passages/s; "
+                 f"one query (~16 tokens) at a time: {query_ms:.1f} ms median.")
 
     header = [HEADER, "|" + "---|" * 13]
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

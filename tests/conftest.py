@@ -77,13 +77,20 @@ class Server:
     def wait_ready(self, models: list[str]) -> None:
         import tritonclient.http as http
 
+        # A keep-alive connection left open would hold up the server's shutdown: close it.
         client = http.InferenceServerClient(self.http)
+        try:
+            self._poll_ready(client, models)
+        finally:
+            client.close()
+
+    def _poll_ready(self, client: object, models: list[str]) -> None:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
             try:
-                if all(client.is_model_ready(m) for m in models):
+                if all(client.is_model_ready(m) for m in models):  # type: ignore[attr-defined]
                     return
             except Exception:
                 pass

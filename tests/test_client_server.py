@@ -83,4 +83,5 @@ def test_runpod_worker_handler(server: Server) -> None:
 
     handler, concurrency = make_handler({"TRITON_URL": server.grpc, "TRITON_PROTOCOL": "grpc", "MAX_CONCURRENCY": "3"})
     out = asyncio.run(handler({"id": "job-1", "input": {"texts": ["x", "y"], "isPassage": True}}))
+    assert "error" not in out, out
     assert concurrency == 3 and [r["text"] for r in out["results"]] == ["x", "y"]

@@ -128,3 +128,16 @@ def test_mismatched_pairs_and_empty_lists(server: Server) -> None:
         raw.infer("bge_m3_rerank", [query, passages])
     with BGEM3Client(server.http) as client:
         assert client.score("q", []) == []
+
+
+def test_async_rerank_equals_sync(server: Server) -> None:
+    with BGEM3Client(server.http) as client:
+        expected = client.rerank(QUERY, PASSAGES), client.rerank(QUERY, PASSAGES, model="bge_m3_rerank")
+
+    async def run() -> tuple[list, list]:
+        async with AsyncBGEM3Client(server.grpc, protocol="grpc") as client:
+            return await client.rerank(QUERY, PASSAGES), await client.rerank(QUERY, PASSAGES, model="bge_m3_rerank")
+
+    for got, want in zip(asyncio.run(run()), expected):
+        assert [i for i, _ in got] == [i for i, _ in want]
+        assert [s for _, s in got] == pytest.approx([s for _, s in want], abs=1e-6)

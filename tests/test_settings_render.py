@@ -74,3 +74,20 @@ def test_environment_names_include_the_runpod_workers() -> None:
         ("cuda:0", 4, "/x", 1000)
     with pytest.raises(ValueError, match="MAX_MODELS"):
         deployment_from_env({"MAX_MODELS": "many"})
+
+
+def test_contract_config_and_readme_agree() -> None:
+    from bge_m3_client import contract
+
+    config = load_config(REPO / "model_repository" / "bge_m3" / "config.pbtxt")
+    declared = {o.name: mc.DataType.Name(o.data_type).removeprefix("TYPE_") for o in config.output}
+    assert declared == contract.EMBED_OUTPUTS
+    assert [i.name for i in config.input] == [contract.TEXT]
+    readme = (REPO / "README.md").read_text()
+    for name, dtype in contract.EMBED_OUTPUTS.items():
+        assert f"| `{name}` | {dtype} |" in readme, name
+    rerank = load_config(REPO / "model_repository" / "bge_m3_rerank" / "config.pbtxt")
+    assert [o.name for o in rerank.output] == [contract.SCORES]
+    assert rerank.output[0].dims == [len(contract.SCORE_COLUMNS)]
+    cross = load_config(REPO / "model_repository" / "bge_reranker" / "config.pbtxt")
+    assert [o.name for o in cross.output] == [contract.SCORE]

@@ -32,6 +32,7 @@ class _Common:
         self.retries = retries
         self.backoff = backoff
         self._max_batch: dict[str, int] = {}
+        self._default_reranker: str | None = None
 
     def _score_params(self, weights: Sequence[float], max_query_length: int | None,
                       max_passage_length: int | None) -> dict[str, Any]:
@@ -142,8 +143,11 @@ class BGEM3Client(_Common):
         documents = rq.as_text_list(documents)
         if not documents:
             return []
-        model = model or (self.cross_encoder_model if self.transport.is_model_ready(self.cross_encoder_model)
-                          else self.rerank_model)
+        if model is None:
+            if self._default_reranker is None:
+                ready = self.transport.is_model_ready(self.cross_encoder_model)
+                self._default_reranker = self.cross_encoder_model if ready else self.rerank_model
+            model = self._default_reranker
         if model == self.rerank_model:
             scores = [s["colbert+sparse+dense"] for s in self.score(query, documents)]
         else:
@@ -230,13 +234,40 @@ class AsyncBGEM3Client(_Common):
                     max_query_length: int | None = None, max_passage_length: int | None = None
                     ) -> list[dict[str, float]]:
         """See `BGEM3Client.score`."""
-        pairs = [(query, p) for p in rq.as_text_list(passages)]
+        return await self.score_pairs([(query, p) for p in rq.as_text_list(passages)], weights, max_query_length,
+                                      max_passage_length)
+
+    async def score_pairs(self, pairs: Pairs, weights: Sequence[float] = c.DEFAULT_WEIGHTS,
+                          max_query_length: int | None = None, max_passage_length: int | None = None
+                          ) -> list[dict[str, float]]:
+        """See `BGEM3Client.score_pairs`."""
+        pairs = [(str(q), str(p)) for q, p in pairs]
         if not pairs:
             return []
         params = self._score_params(weights, max_query_length, max_passage_length)
         ranges = rq.chunks(len(pairs), 0, await self.max_batch_size(self.rerank_model))
         calls = rq.pair_calls(self.rerank_model, pairs, ranges, [c.SCORES], params)
         return rq.collect(ranges, await self._send(calls), rq.decode_scores)
+
+    async def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None,
+                     model: str | None = None, normalize: bool = True) -> list[tuple[int, float]]:
+        """See `BGEM3Client.rerank`."""
+        documents = rq.as_text_list(documents)
+        if not documents:
+            return []
+        if model is None:
+            if self._default_reranker is None:
+                ready = await self.transport.is_model_ready(self.cross_encoder_model)
+                self._default_reranker = self.cross_encoder_model if ready else self.rerank_model
+            model = self._default_reranker
+        if model == self.rerank_model:
+            scores = [s["colbert+sparse+dense"] for s in await self.score(query, documents)]
+        else:
+            pairs = [(query, d) for d in documents]
+            ranges = rq.chunks(len(pairs), 0, await self.max_batch_size(model))
+            calls = rq.pair_calls(model, pairs, ranges, [c.SCORE], {c.PARAM_NORMALIZE: normalize})
+            scores = rq.collect(ranges, await self._send(calls), rq.decode_single_score)
+        return self._ranked(scores, top_n)
 
     async def handle_runpod(self, job: dict[str, Any]) -> dict[str, Any]:
         """See `BGEM3Client.handle_runpod`."""

@@ -10,11 +10,11 @@ Embed model (`bge_m3`), for a request of n texts:
 | DENSE | FP32 | [n, dim] | CLS vectors, L2-normalized |
 | SPARSE_INDICES | INT32 | [total] | token ids, ascending within each text, texts concatenated |
 | SPARSE_VALUES | FP32 | [total] | their weights |
-| SPARSE_LENGTHS | INT32 | [n] | how many ids each text has |
+| SPARSE_LENGTHS | INT32 | [n, 1] | how many ids each text has |
 | COLBERT | FP32 | [vectors, colbert_dim] | ColBERT vectors, L2-normalized, texts concatenated |
-| COLBERT_LENGTHS | INT32 | [n] | vectors per text (its tokens - 1) |
-| TOKENS | INT32 | [n] | tokens per text after truncation, `<s>` and `</s>` included |
-| TRUNCATED | BOOL | [n] | whether the text lost tokens to the max length |
+| COLBERT_LENGTHS | INT32 | [n, 1] | vectors per text (its tokens - 1) |
+| TOKENS | INT32 | [n, 1] | tokens per text after truncation, `<s>` and `</s>` included |
+| TRUNCATED | BOOL | [n, 1] | whether the text lost tokens to the max length |
 
 Only the outputs a request asks for are computed (none named: all). Request parameters:
 `mode` ("query" | "passage", default "query") picks the default max length; `max_length` (int)

@@ -7,6 +7,7 @@ Same job input (`{"texts", "isPassage", "batchSize"}`) and output (`{"results": 
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -18,11 +19,16 @@ def make_handler(env: Mapping[str, str] | None = None) -> tuple[Callable[[dict[s
                                                                  int]:
     """The async job handler and the concurrency to run it with."""
     env = os.environ if env is None else env
-    client = AsyncBGEM3Client(env.get("TRITON_URL", "localhost:8000"), protocol=env.get("TRITON_PROTOCOL", "http"))
+    url, protocol = env.get("TRITON_URL", "localhost:8000"), env.get("TRITON_PROTOCOL", "http")
     concurrency = int(env.get("MAX_CONCURRENCY", "4"))
+    clients: dict[int, AsyncBGEM3Client] = {}
 
     async def handler(job: dict[str, Any]) -> dict[str, Any]:
-        return await client.handle_runpod(job)
+        # asyncio clients belong to the loop that made them: make one inside the worker's loop.
+        loop = id(asyncio.get_running_loop())
+        if loop not in clients:
+            clients[loop] = AsyncBGEM3Client(url, protocol=protocol)
+        return await clients[loop].handle_runpod(job)
 
     return handler, concurrency
 

@@ -91,16 +91,21 @@ def pack_embed_outputs(results: Sequence[TextEmbedding], requested: frozenset[st
         weights = [r.sparse_weights for r in results]
         outputs[c.SPARSE_INDICES] = _concat(ids, (0,), np.int32)
         outputs[c.SPARSE_VALUES] = _concat(weights, (0,), np.float32)
-        outputs[c.SPARSE_LENGTHS] = np.array([len(x) if x is not None else 0 for x in ids], dtype=np.int32)
+        outputs[c.SPARSE_LENGTHS] = _column([len(x) if x is not None else 0 for x in ids], np.int32)
     if requested & set(c.OUTPUT_GROUPS["colbert"]):
         vectors = [r.colbert for r in results]
         outputs[c.COLBERT] = _concat(vectors, (0, colbert_dim), np.float32)
-        outputs[c.COLBERT_LENGTHS] = np.array([len(x) if x is not None else 0 for x in vectors], dtype=np.int32)
+        outputs[c.COLBERT_LENGTHS] = _column([len(x) if x is not None else 0 for x in vectors], np.int32)
     if c.TOKENS in requested:
-        outputs[c.TOKENS] = np.array([r.tokens for r in results], dtype=np.int32)
+        outputs[c.TOKENS] = _column([r.tokens for r in results], np.int32)
     if c.TRUNCATED in requested:
-        outputs[c.TRUNCATED] = np.array([r.truncated for r in results], dtype=np.bool_)
+        outputs[c.TRUNCATED] = _column([r.truncated for r in results], np.bool_)
     return {name: array for name, array in outputs.items() if name in requested}
+
+
+def _column(values: list[int] | list[bool], dtype: type) -> np.ndarray:
+    """Per-text values as an [n, 1] tensor, matching the config's `dims: [ 1 ]`."""
+    return np.array(values, dtype=dtype).reshape(-1, 1)
 
 
 def _stack(rows: list[np.ndarray | None], empty: tuple[int, ...]) -> np.ndarray:
