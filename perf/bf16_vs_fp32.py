@@ -35,19 +35,21 @@ def main() -> None:
     fp32, bf16 = (models[d].encode(texts, [8192] * len(texts)) for d in ("float32", "bfloat16"))
     dense_cos = [float(np.dot(a.dense, b.dense)) for a, b in zip(fp32, bf16)]
     colbert_cos = np.concatenate([(a.colbert * b.colbert).sum(axis=1) for a, b in zip(fp32, bf16)])
-    overlap, weight_diff = [], []
+    overlap, top_overlap, weight_diff = [], [], []
     for a, b in zip(fp32, bf16):
-        ids_a, ids_b = set(a.sparse_ids.tolist()), set(b.sparse_ids.tolist())
-        overlap.append(len(ids_a & ids_b) / max(len(ids_a | ids_b), 1))
-        common = sorted(ids_a & ids_b)
         wa = dict(zip(a.sparse_ids.tolist(), a.sparse_weights.tolist()))
         wb = dict(zip(b.sparse_ids.tolist(), b.sparse_weights.tolist()))
-        weight_diff += [abs(wa[i] - wb[i]) / max(abs(wa[i]), 1e-6) for i in common]
+        overlap.append(len(wa.keys() & wb.keys()) / max(len(wa.keys() | wb.keys()), 1))
+        top_a, top_b = (set(sorted(w, key=w.__getitem__)[-10:]) for w in (wa, wb))
+        top_overlap.append(len(top_a & top_b) / max(len(top_a), 1))
+        scale = max(wa.values(), default=1.0)
+        weight_diff += [abs(wa.get(i, 0.0) - wb.get(i, 0.0)) / scale for i in wa.keys() | wb.keys()]
     print(f"preset {args.preset}, {len(texts)} texts (16 of ~256 tokens, 16 of ~16)")
     print(f"dense cosine bf16 vs fp32: min {min(dense_cos):.5f}, mean {np.mean(dense_cos):.5f}")
     print(f"ColBERT vector cosine: min {colbert_cos.min():.4f}, mean {colbert_cos.mean():.5f}")
-    print(f"sparse: token-set Jaccard mean {np.mean(overlap):.4f}; relative weight difference median "
-          f"{np.median(weight_diff):.4f}, p99 {np.percentile(weight_diff, 99):.4f}")
+    print(f"sparse: token-set Jaccard mean {np.mean(overlap):.3f}; top-10 tokens shared {np.mean(top_overlap):.3f}; "
+          f"|weight difference| / the text's largest weight: median {np.median(weight_diff):.4f}, "
+          f"p99 {np.percentile(weight_diff, 99):.4f}")
 
 
 if __name__ == "__main__":
