@@ -9,7 +9,13 @@ import pytest
 from conftest import Server, free_ports
 from reference import TEXTS
 
-from bge_m3_client import AsyncBGEM3Client, BGEM3Client, ModelNotReadyError, ServerUnavailableError
+from bge_m3_client import (
+    AsyncBGEM3Client,
+    BGEM3Client,
+    InvalidInputError,
+    ModelNotReadyError,
+    ServerUnavailableError,
+)
 
 
 def test_http_grpc_sync_async_identical(server: Server) -> None:
@@ -85,3 +91,17 @@ def test_runpod_worker_handler(server: Server) -> None:
     out = asyncio.run(handler({"id": "job-1", "input": {"texts": ["x", "y"], "isPassage": True}}))
     assert "error" not in out, out
     assert concurrency == 3 and [r["text"] for r in out["results"]] == ["x", "y"]
+
+
+def test_fastapi_sketch_shapes(server: Server) -> None:
+    with BGEM3Client(server.http) as client:
+        out = client.handle_fastapi_embeddings({"sentences": ["first", "second"]})
+        assert set(out) == {"embeddings"} and len(out["embeddings"]) == 2 and len(out["embeddings"][0]) == 32
+        expected = client.encode(["first"], return_sparse=False)[0].dense
+        np.testing.assert_allclose(out["embeddings"][0], expected, atol=1e-6)
+        pairs = [["what is bge", "bge is a model"], ["what is bge", "cats"]]
+        scores = client.handle_fastapi_rerank({"sentence_pairs": pairs})["scores"]
+        want = client.score_pairs([tuple(p) for p in pairs], max_query_length=256, max_passage_length=5000)
+        assert scores == pytest.approx([w["colbert+sparse+dense"] for w in want], abs=1e-6)
+        with pytest.raises(InvalidInputError):
+            client.handle_fastapi_rerank({"sentence_pairs": [["only one"]]})

@@ -11,7 +11,7 @@ import numpy as np
 
 from bge_m3_client import contract as c
 from bge_m3_client import requests as rq
-from bge_m3_client.errors import BGEM3Error
+from bge_m3_client.errors import BGEM3Error, InvalidInputError
 from bge_m3_client.results import EmbeddingResult
 from bge_m3_client.transport import AsyncTransport, Call, SyncTransport
 
@@ -166,6 +166,28 @@ class BGEM3Client(_Common):
         except BGEM3Error as exc:
             return {"error": str(exc)}
         return self._runpod_results(texts, results)
+
+    def handle_fastapi_embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The FastAPI sketch's `POST /embeddings/`: `{"sentences": [...]}` -> `{"embeddings": [[...], ...]}`."""
+        sentences = self._sketch_list(body, "sentences")
+        results = self.encode(sentences, return_dense=True, return_sparse=False)
+        return {"embeddings": [r.dense.tolist() for r in results if r.dense is not None]}
+
+    def handle_fastapi_rerank(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The FastAPI sketch's `POST /rerank/`: `{"sentence_pairs": [[q, p], ...]}` -> `{"scores": [...]}`,
+        BGE-M3's colbert+sparse+dense score with its weights (0.4, 0.2, 0.4) and lengths (256, 5000)."""
+        pairs = self._sketch_list(body, "sentence_pairs")
+        if not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
+            raise InvalidInputError("'sentence_pairs' must be a list of [query, passage] pairs")
+        scores = self.score_pairs([(p[0], p[1]) for p in pairs], c.DEFAULT_WEIGHTS, max_query_length=256,
+                                  max_passage_length=5000)
+        return {"scores": [s["colbert+sparse+dense"] for s in scores]}
+
+    @staticmethod
+    def _sketch_list(body: Any, key: str) -> list[Any]:
+        if not isinstance(body, dict) or not isinstance(body.get(key), list):
+            raise InvalidInputError(f"the body must be an object with a {key!r} list")
+        return list(body[key])
 
     def _send(self, calls: list[Call]) -> list[dict[str, np.ndarray] | BGEM3Error]:
         results = self.transport.infer_many(calls)
