@@ -111,11 +111,8 @@ class BGEM3Client(_Common):
         text_list = rq.as_text_list(texts)
         if not text_list:
             return []
-        costs = rq.colbert_costs(text_list, max_length or (8192 if is_passage else 512)) if return_colbert else None
-        ranges = rq.chunks(len(text_list), batch_size, self.max_batch_size(self.model), costs,
-                           rq.COLBERT_REQUEST_BUDGET)
-        calls = rq.embed_calls(self.model, text_list, ranges, is_passage,
-                               rq.embed_outputs(return_dense, return_sparse, return_colbert), max_length)
+        ranges, calls = rq.plan_embed(self.model, text_list, self.max_batch_size(self.model), is_passage,
+                                      return_dense, return_sparse, return_colbert, batch_size, max_length)
         return rq.collect(ranges, self._send(calls), rq.decode_embed)
 
     def score(self, query: str, passages: Sequence[str], weights: Sequence[float] = c.DEFAULT_WEIGHTS,
@@ -133,8 +130,8 @@ class BGEM3Client(_Common):
         if not pairs:
             return []
         params = self._score_params(weights, max_query_length, max_passage_length)
-        ranges = rq.chunks(len(pairs), 0, self.max_batch_size(self.rerank_model))
-        calls = rq.pair_calls(self.rerank_model, pairs, ranges, [c.SCORES], params)
+        ranges, calls = rq.plan_pairs(self.rerank_model, pairs, self.max_batch_size(self.rerank_model),
+                                      [c.SCORES], params)
         return rq.collect(ranges, self._send(calls), rq.decode_scores)
 
     def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None, model: str | None = None,
@@ -152,8 +149,8 @@ class BGEM3Client(_Common):
             scores = [s["colbert+sparse+dense"] for s in self.score(query, documents)]
         else:
             pairs = [(query, d) for d in documents]
-            ranges = rq.chunks(len(pairs), 0, self.max_batch_size(model))
-            calls = rq.pair_calls(model, pairs, ranges, [c.SCORE], {c.PARAM_NORMALIZE: normalize})
+            ranges, calls = rq.plan_pairs(model, pairs, self.max_batch_size(model), [c.SCORE],
+                                          {c.PARAM_NORMALIZE: normalize})
             scores = rq.collect(ranges, self._send(calls), rq.decode_single_score)
         return self._ranked(scores, top_n)
 
@@ -245,11 +242,8 @@ class AsyncBGEM3Client(_Common):
         text_list = rq.as_text_list(texts)
         if not text_list:
             return []
-        costs = rq.colbert_costs(text_list, max_length or (8192 if is_passage else 512)) if return_colbert else None
-        ranges = rq.chunks(len(text_list), batch_size, await self.max_batch_size(self.model), costs,
-                           rq.COLBERT_REQUEST_BUDGET)
-        calls = rq.embed_calls(self.model, text_list, ranges, is_passage,
-                               rq.embed_outputs(return_dense, return_sparse, return_colbert), max_length)
+        ranges, calls = rq.plan_embed(self.model, text_list, await self.max_batch_size(self.model), is_passage,
+                                      return_dense, return_sparse, return_colbert, batch_size, max_length)
         return rq.collect(ranges, await self._send(calls), rq.decode_embed)
 
     async def score(self, query: str, passages: Sequence[str], weights: Sequence[float] = c.DEFAULT_WEIGHTS,
@@ -267,8 +261,8 @@ class AsyncBGEM3Client(_Common):
         if not pairs:
             return []
         params = self._score_params(weights, max_query_length, max_passage_length)
-        ranges = rq.chunks(len(pairs), 0, await self.max_batch_size(self.rerank_model))
-        calls = rq.pair_calls(self.rerank_model, pairs, ranges, [c.SCORES], params)
+        ranges, calls = rq.plan_pairs(self.rerank_model, pairs, await self.max_batch_size(self.rerank_model),
+                                      [c.SCORES], params)
         return rq.collect(ranges, await self._send(calls), rq.decode_scores)
 
     async def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None,
@@ -286,8 +280,8 @@ class AsyncBGEM3Client(_Common):
             scores = [s["colbert+sparse+dense"] for s in await self.score(query, documents)]
         else:
             pairs = [(query, d) for d in documents]
-            ranges = rq.chunks(len(pairs), 0, await self.max_batch_size(model))
-            calls = rq.pair_calls(model, pairs, ranges, [c.SCORE], {c.PARAM_NORMALIZE: normalize})
+            ranges, calls = rq.plan_pairs(model, pairs, await self.max_batch_size(model), [c.SCORE],
+                                          {c.PARAM_NORMALIZE: normalize})
             scores = rq.collect(ranges, await self._send(calls), rq.decode_single_score)
         return self._ranked(scores, top_n)
 

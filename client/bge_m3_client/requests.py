@@ -71,6 +71,21 @@ def text_tensor(texts: Sequence[str]) -> np.ndarray:
     return np.array([text.encode("utf-8") for text in texts], dtype=object).reshape(-1, 1)
 
 
+def plan_embed(model: str, texts: Sequence[str], max_batch_size: int, is_passage: bool, dense: bool,
+               sparse: bool, colbert: bool, batch_size: int, max_length: int | None) -> tuple[list[Chunk], list[Call]]:
+    """The ranges of texts and the embed calls that cover them (ColBERT requests packed by size)."""
+    costs = colbert_costs(texts, max_length or (8192 if is_passage else 512)) if colbert else None
+    ranges = chunks(len(texts), batch_size, max_batch_size, costs, COLBERT_REQUEST_BUDGET)
+    return ranges, embed_calls(model, texts, ranges, is_passage, embed_outputs(dense, sparse, colbert), max_length)
+
+
+def plan_pairs(model: str, pairs: Sequence[tuple[str, str]], max_batch_size: int, outputs: Sequence[str],
+               parameters: dict[str, Any]) -> tuple[list[Chunk], list[Call]]:
+    """The ranges of pairs and the rerank calls that cover them."""
+    ranges = chunks(len(pairs), 0, max_batch_size)
+    return ranges, pair_calls(model, pairs, ranges, outputs, parameters)
+
+
 def embed_calls(model: str, texts: Sequence[str], ranges: Sequence[Chunk], is_passage: bool,
                 outputs: Sequence[str], max_length: int | None) -> list[Call]:
     """One embed call per range of texts."""
