@@ -76,8 +76,8 @@ class CrossEncoder:
         for positions in plan:
             input_ids, mask = pad_batch([pair_ids[p] for p in positions], self.pad_id)
             logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                                return_dict=True).logits.view(-1).float().cpu()
-            for position, logit in zip(positions, logits.tolist()):
-                scores[position] = 1.0 / (1.0 + torch.exp(torch.tensor(-logit)).item()) if normalize[position] \
-                    else logit
+                                return_dict=True).logits.view(-1).double().cpu()
+            sigmoids = torch.sigmoid(logits)
+            for row, position in enumerate(positions):
+                scores[position] = float(sigmoids[row] if normalize[position] else logits[row])
         return scores
