@@ -105,46 +105,32 @@ def workloads(tokenizer: object, folder: Path, quick: bool) -> list[Workload]:
 
 def run_perf_analyzer(workload: Workload, protocol: str, url: str, out_csv: Path, interval_ms: int,
                       env: dict[str, str]) -> list[dict[str, str]]:
-    command = [perf_analyzer_binary(), "-m", workload.model, "-u", url, "-i", protocol,
-               "--input-data", str(workload.data), "-b", str(workload.items_per_request),
-               "--concurrency-range", f"{min(workload.concurrency)}:{max(workload.concurrency)}",
-               "--measurement-interval", str(interval_ms), "--stability-percentage", "50", "--max-trials", "8",
-               "-f", str(out_csv)]
-    levels = sorted(set(workload.concurrency))
-    if len(levels) > 1:
-        step = levels[1] - levels[0] if len(levels) == 2 else 0
-        if step == 0:  # non-arithmetic sweep: one perf_analyzer run per level
-            rows: list[dict[str, str]] = []
-            for level in levels:
-                rows += run_perf_analyzer(dataclasses.replace(workload, concurrency=[level]), protocol, url,
-                                          out_csv.with_suffix(f".c{level}.csv"), interval_ms, env)
-            return rows
-        command[command.index("--concurrency-range") + 1] += f":{step}"
-    # perf_analyzer 2.51 sends request parameters over gRPC only; over HTTP the texts go in the default
-    # query mode, the same work for texts under the 512-token query limit (the passage workload).
-    for key, value in workload.parameters.items() if protocol == "grpc" else ():
-        command += ["--request-parameter", f"{key}:{value}:string"]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-    if result.returncode != 0:
-        raise RuntimeError(f"perf_analyzer failed for {workload.name}/{protocol}:\n{result.stdout[:1500]}"
-                           f"\n{result.stderr[-2000:]}")
-    with out_csv.open() as handle:
-        return list(csv.DictReader(handle))
+    """One perf_analyzer run per concurrency level; the CSV rows of all levels."""
+    rows: list[dict[str, str]] = []
+    for level in sorted(set(workload.concurrency)):
+        level_csv = out_csv.with_suffix(f".c{level}.csv")
+        command = [perf_analyzer_binary(), "-m", workload.model, "-u", url, "-i", protocol,
+                   "--input-data", str(workload.data), "-b", str(workload.items_per_request),
+                   "--concurrency-range", f"{level}:{level}", "--measurement-interval", str(interval_ms),
+                   "--stability-percentage", "50", "--max-trials", "8", "-f", str(level_csv)]
+        # perf_analyzer 2.51 sends request parameters over gRPC only; over HTTP the texts go in the default
+        # query mode, the same work for texts under the 512-token query limit (the passage workload).
+        for key, value in workload.parameters.items() if protocol == "grpc" else ():
+            command += ["--request-parameter", f"{key}:{value}:string"]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+        if result.returncode != 0:
+            raise RuntimeError(f"perf_analyzer failed for {workload.name}/{protocol}:\n{result.stdout[:1500]}"
+                               f"\n{result.stderr[-2000:]}")
+        with level_csv.open() as handle:
+            rows += list(csv.DictReader(handle))
+    return rows
 
 
 def process_tree_peak_rss_mib(pid: int) -> float:
-    """Sum of VmHWM (peak RSS) over a process and its descendants: tritonserver and its Python stubs."""
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            continue
-        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")), 0)
-        todo += [int(child) for child in children]
-    return total / 1024
+    """Sum of each process's peak RSS (VmHWM) over tritonserver, its stubs and the launcher, MiB."""
+    from conftest import tree_rss_mib
+
+    return float(tree_rss_mib(pid, "VmHWM"))
 
 
 def process_tree_rss_mib(pid: int) -> float:

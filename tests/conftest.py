@@ -143,15 +143,15 @@ def process_tree(pid: int) -> list[int]:
     return found
 
 
-def tree_rss_mib(pid: int) -> float:
-    """Current resident memory of a process tree, MiB."""
+def tree_rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of a process tree, MiB: current (`VmRSS`) or each process's peak (`VmHWM`)."""
     total = 0
     for member in process_tree(pid):
         try:
             status = Path(f"/proc/{member}/status").read_text()
         except OSError:
             continue
-        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS")), 0)
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith(field)), 0)
     return total / 1024
 
 
