@@ -13,4 +13,4 @@ if [ "${1:-}" = "test" ]; then
   requirements+=(-r requirements/test.txt)
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt "${requirements[@]}"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e client -e .
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e client -e gateway -e .

@@ -165,3 +165,53 @@ def stub_pid(server: Server, model: str) -> int:
         if "triton_python_backend_stub" in command and f"/{model}/1/model.py" in command:
             return member
     raise LookupError(f"no stub process for {model}")
+
+
+class Gateway:
+    """A `bge-m3-gateway` process (uvicorn) on a loopback port, in front of a Triton gRPC address."""
+
+    def __init__(self, triton_grpc: str, log: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_ports(1)[0]
+        self.log = log
+        command = [sys.executable, "-m", "bge_m3_gateway.cli", "--triton", triton_grpc, "--host", "127.0.0.1",
+                   "--port", str(self.port), "--log-level", "warning", *args]
+        self.process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                                        env={**os.environ, **(env or {})})
+        self.wait_listening()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_listening(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.2)
+        raise TimeoutError(f"gateway not listening in {timeout_s}s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+GATEWAY_KEY = "test-key-123"
+
+
+@pytest.fixture(scope="session")
+def gateway(server: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """The gateway in front of the main test server, with an API key and small limits to test."""
+    running = Gateway(server.grpc, tmp_path_factory.mktemp("gateway") / "gateway.log", "--max-inputs", "64",
+                      "--max-body-bytes", "2000000", env={"BGE_M3_API_KEY": GATEWAY_KEY})
+    yield running
+    running.stop()

@@ -10,9 +10,9 @@ from bge_m3_client.errors import (
     RequestTimeoutError,
     ServerUnavailableError,
 )
-from bge_m3_client.results import EmbeddingResult
+from bge_m3_client.results import EmbeddingResult, TokenizedText
 
 __all__ = [
     "AsyncBGEM3Client", "BGEM3Client", "BGEM3Error", "EmbeddingResult", "InferenceError", "InvalidInputError",
-    "ModelNotReadyError", "RequestRejectedError", "RequestTimeoutError", "ServerUnavailableError",
+    "ModelNotReadyError", "RequestRejectedError", "RequestTimeoutError", "ServerUnavailableError", "TokenizedText",
 ]

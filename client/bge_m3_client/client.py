@@ -12,7 +12,7 @@ import numpy as np
 from bge_m3_client import contract as c
 from bge_m3_client import requests as rq
 from bge_m3_client.errors import BGEM3Error, InvalidInputError
-from bge_m3_client.results import EmbeddingResult
+from bge_m3_client.results import EmbeddingResult, TokenizedText
 from bge_m3_client.transport import AsyncTransport, Call, SyncTransport
 
 Pairs = Sequence[tuple[str, str]]
@@ -115,6 +115,16 @@ class BGEM3Client(_Common):
                                       return_dense, return_sparse, return_colbert, batch_size, max_length)
         return rq.collect(ranges, self._send(calls), rq.decode_embed)
 
+    def tokenize(self, texts: str | Sequence[str], is_passage: bool = False,
+                 max_length: int | None = None) -> list[TokenizedText]:
+        """The served model's tokens of each text (ids, character spans, truncation); no forward pass."""
+        text_list = rq.as_text_list(texts)
+        if not text_list:
+            return []
+        ranges, calls = rq.plan_tokenize(self.model, text_list, self.max_batch_size(self.model), is_passage,
+                                         max_length)
+        return rq.collect(ranges, self._send(calls), rq.decode_tokens)
+
     def score(self, query: str, passages: Sequence[str], weights: Sequence[float] = c.DEFAULT_WEIGHTS,
               max_query_length: int | None = None, max_passage_length: int | None = None
               ) -> list[dict[str, float]]:
@@ -135,8 +145,12 @@ class BGEM3Client(_Common):
         return rq.collect(ranges, self._send(calls), rq.decode_scores)
 
     def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None, model: str | None = None,
-               normalize: bool = True) -> list[tuple[int, float]]:
-        """(index, score) pairs, best first: the cross-encoder when deployed, else BGE-M3's combined score."""
+               normalize: bool = True, max_length: int | None = None) -> list[tuple[int, float]]:
+        """(index, score) pairs, best first: the cross-encoder when deployed, else BGE-M3's combined score.
+
+        `max_length` caps the tokens of each (query, document) pair for the cross-encoder, of each
+        document for the combined score; `normalize` (sigmoid) applies to the cross-encoder only.
+        """
         documents = rq.as_text_list(documents)
         if not documents:
             return []
@@ -146,11 +160,11 @@ class BGEM3Client(_Common):
                 self._default_reranker = self.cross_encoder_model if ready else self.rerank_model
             model = self._default_reranker
         if model == self.rerank_model:
-            scores = [s["colbert+sparse+dense"] for s in self.score(query, documents)]
+            scores = [s["colbert+sparse+dense"] for s in self.score(query, documents, max_passage_length=max_length)]
         else:
             pairs = [(query, d) for d in documents]
             ranges, calls = rq.plan_pairs(model, pairs, self.max_batch_size(model), [c.SCORE],
-                                          {c.PARAM_NORMALIZE: normalize})
+                                          rq.cross_encoder_params(normalize, max_length))
             scores = rq.collect(ranges, self._send(calls), rq.decode_single_score)
         return self._ranked(scores, top_n)
 
@@ -246,6 +260,16 @@ class AsyncBGEM3Client(_Common):
                                       return_dense, return_sparse, return_colbert, batch_size, max_length)
         return rq.collect(ranges, await self._send(calls), rq.decode_embed)
 
+    async def tokenize(self, texts: str | Sequence[str], is_passage: bool = False,
+                       max_length: int | None = None) -> list[TokenizedText]:
+        """See `BGEM3Client.tokenize`."""
+        text_list = rq.as_text_list(texts)
+        if not text_list:
+            return []
+        ranges, calls = rq.plan_tokenize(self.model, text_list, await self.max_batch_size(self.model), is_passage,
+                                         max_length)
+        return rq.collect(ranges, await self._send(calls), rq.decode_tokens)
+
     async def score(self, query: str, passages: Sequence[str], weights: Sequence[float] = c.DEFAULT_WEIGHTS,
                     max_query_length: int | None = None, max_passage_length: int | None = None
                     ) -> list[dict[str, float]]:
@@ -266,7 +290,8 @@ class AsyncBGEM3Client(_Common):
         return rq.collect(ranges, await self._send(calls), rq.decode_scores)
 
     async def rerank(self, query: str, documents: Sequence[str], top_n: int | None = None,
-                     model: str | None = None, normalize: bool = True) -> list[tuple[int, float]]:
+                     model: str | None = None, normalize: bool = True,
+                     max_length: int | None = None) -> list[tuple[int, float]]:
         """See `BGEM3Client.rerank`."""
         documents = rq.as_text_list(documents)
         if not documents:
@@ -277,11 +302,12 @@ class AsyncBGEM3Client(_Common):
                 self._default_reranker = self.cross_encoder_model if ready else self.rerank_model
             model = self._default_reranker
         if model == self.rerank_model:
-            scores = [s["colbert+sparse+dense"] for s in await self.score(query, documents)]
+            scores = [s["colbert+sparse+dense"]
+                      for s in await self.score(query, documents, max_passage_length=max_length)]
         else:
             pairs = [(query, d) for d in documents]
             ranges, calls = rq.plan_pairs(model, pairs, await self.max_batch_size(model), [c.SCORE],
-                                          {c.PARAM_NORMALIZE: normalize})
+                                          rq.cross_encoder_params(normalize, max_length))
             scores = rq.collect(ranges, await self._send(calls), rq.decode_single_score)
         return self._ranked(scores, top_n)
 

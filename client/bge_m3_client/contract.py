@@ -15,8 +15,12 @@ Embed model (`bge_m3`), for a request of n texts:
 | COLBERT_LENGTHS | INT32 | [n, 1] | vectors per text (its tokens - 1) |
 | TOKENS | INT32 | [n, 1] | tokens per text after truncation, `<s>` and `</s>` included |
 | TRUNCATED | BOOL | [n, 1] | whether the text lost tokens to the max length |
+| TOKEN_IDS | INT32 | [total] | every token id after truncation, texts concatenated (TOKENS per text) |
+| TOKEN_SPANS | INT32 | [total, 2] | [start, stop) character offsets of each token; -1, -1 for special tokens |
 
-Only the outputs a request asks for are computed (none named: all). Request parameters:
+Only the outputs a request asks for are computed (none named: every output but TOKEN_IDS and
+TOKEN_SPANS, which come only when named). A request that names none of DENSE, SPARSE_* and
+COLBERT* runs no forward pass (tokenization only). Request parameters:
 `mode` ("query" | "passage", default "query") picks the default max length; `max_length` (int)
 overrides it, up to the model's position limit.
 """
@@ -36,10 +40,13 @@ COLBERT = "COLBERT"
 COLBERT_LENGTHS = "COLBERT_LENGTHS"
 TOKENS = "TOKENS"
 TRUNCATED = "TRUNCATED"
+TOKEN_IDS = "TOKEN_IDS"
+TOKEN_SPANS = "TOKEN_SPANS"
 
 EMBED_OUTPUTS: dict[str, str] = {
     DENSE: "FP32", SPARSE_INDICES: "INT32", SPARSE_VALUES: "FP32", SPARSE_LENGTHS: "INT32",
     COLBERT: "FP32", COLBERT_LENGTHS: "INT32", TOKENS: "INT32", TRUNCATED: "BOOL",
+    TOKEN_IDS: "INT32", TOKEN_SPANS: "INT32",
 }
 OUTPUT_GROUPS: dict[str, tuple[str, ...]] = {
     "dense": (DENSE,),
@@ -47,6 +54,8 @@ OUTPUT_GROUPS: dict[str, tuple[str, ...]] = {
     "colbert": (COLBERT, COLBERT_LENGTHS),
 }
 ALWAYS_OUTPUTS = (TOKENS, TRUNCATED)
+TOKENIZATION_OUTPUTS = (TOKEN_IDS, TOKEN_SPANS)
+DEFAULT_OUTPUTS = tuple(name for name in EMBED_OUTPUTS if name not in TOKENIZATION_OUTPUTS)
 
 PARAM_MODE = "mode"
 PARAM_MAX_LENGTH = "max_length"

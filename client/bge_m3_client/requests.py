@@ -13,7 +13,7 @@ import numpy as np
 
 from bge_m3_client import contract as c
 from bge_m3_client.errors import BGEM3Error, InvalidInputError
-from bge_m3_client.results import EmbeddingResult, decode_embeddings
+from bge_m3_client.results import EmbeddingResult, TokenizedText, decode_embeddings, decode_tokenized
 from bge_m3_client.transport import Call
 
 Chunk = tuple[int, int]
@@ -79,6 +79,14 @@ def plan_embed(model: str, texts: Sequence[str], max_batch_size: int, is_passage
     return ranges, embed_calls(model, texts, ranges, is_passage, embed_outputs(dense, sparse, colbert), max_length)
 
 
+def plan_tokenize(model: str, texts: Sequence[str], max_batch_size: int, is_passage: bool,
+                  max_length: int | None) -> tuple[list[Chunk], list[Call]]:
+    """The ranges of texts and the tokenization-only calls (no forward pass) that cover them."""
+    ranges = chunks(len(texts), 0, max_batch_size)
+    outputs = [*c.TOKENIZATION_OUTPUTS, *c.ALWAYS_OUTPUTS]
+    return ranges, embed_calls(model, texts, ranges, is_passage, outputs, max_length)
+
+
 def plan_pairs(model: str, pairs: Sequence[tuple[str, str]], max_batch_size: int, outputs: Sequence[str],
                parameters: dict[str, Any]) -> tuple[list[Chunk], list[Call]]:
     """The ranges of pairs and the rerank calls that cover them."""
@@ -118,6 +126,11 @@ def decode_embed(result: dict[str, np.ndarray], count: int) -> list[EmbeddingRes
     return decode_embeddings(result, count)
 
 
+def decode_tokens(result: dict[str, np.ndarray], count: int) -> list[TokenizedText]:
+    """Decoder for tokenization responses."""
+    return decode_tokenized(result, count)
+
+
 def check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
     """Three finite, non-negative weights (dense, sparse, colbert) with a positive sum."""
     values = tuple(float(w) for w in weights)
@@ -133,6 +146,14 @@ def pair_calls(model: str, pairs: Sequence[tuple[str, str]], ranges: Sequence[Ch
     return [Call(model, {c.QUERY: text_tensor([q for q, _ in pairs[a:b]]),
                          c.PASSAGE: text_tensor([p for _, p in pairs[a:b]])}, list(outputs), dict(parameters))
             for a, b in ranges]
+
+
+def cross_encoder_params(normalize: bool, max_length: int | None) -> dict[str, Any]:
+    """The cross-encoder's request parameters."""
+    params: dict[str, Any] = {c.PARAM_NORMALIZE: bool(normalize)}
+    if max_length is not None:
+        params[c.PARAM_MAX_LENGTH] = int(max_length)
+    return params
 
 
 def decode_scores(result: dict[str, np.ndarray], count: int) -> list[dict[str, float]]:

@@ -27,6 +27,34 @@ class EmbeddingResult:
         return {str(i): float(v) for i, v in zip(self.sparse["indices"], self.sparse["values"])}
 
 
+@dataclasses.dataclass
+class TokenizedText:
+    """One text as the served model tokenizes it: ids, and each token's `[start, stop)` character
+    offsets in the text, `(-1, -1)` for special tokens (`<s>`, `</s>`)."""
+
+    ids: list[int]
+    spans: list[tuple[int, int]]
+    truncated: bool
+
+    @property
+    def special(self) -> list[bool]:
+        """Whether each token is a special token."""
+        return [start < 0 for start, _ in self.spans]
+
+
+def decode_tokenized(outputs: dict[str, np.ndarray], count: int) -> list[TokenizedText]:
+    """Split a tokenization response (TOKEN_IDS, TOKEN_SPANS, TOKENS, TRUNCATED) into `count` texts."""
+    lengths = outputs[c.TOKENS].reshape(-1).astype(np.int64)
+    if lengths.shape[0] != count:
+        raise ValueError(f"{c.TOKENS} has {lengths.shape[0]} entries for {count} texts")
+    bounds = np.concatenate(([0], np.cumsum(lengths)))
+    ids, spans = outputs[c.TOKEN_IDS].reshape(-1), outputs[c.TOKEN_SPANS].reshape(-1, 2)
+    truncated = outputs[c.TRUNCATED].reshape(-1)
+    return [TokenizedText(ids=ids[bounds[i]:bounds[i + 1]].tolist(),
+                          spans=[(int(a), int(b)) for a, b in spans[bounds[i]:bounds[i + 1]]],
+                          truncated=bool(truncated[i])) for i in range(count)]
+
+
 def decode_embeddings(outputs: dict[str, np.ndarray], count: int) -> list[EmbeddingResult]:
     """Split one response's tensors into `count` results."""
     dense = outputs.get(c.DENSE)

@@ -25,6 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-verbose", type=int, default=0)
     serve.add_argument("--triton-arg", action="append", default=[], metavar="ARG",
                        help="pass an argument to tritonserver, e.g. --triton-arg=--http-restricted-api=...")
+    serve.add_argument("--gateway-port", type=int, default=0,
+                       help="also serve the HTTP gateway (OpenAI, TEI, Cohere, native APIs) on this port; 0: off")
+    serve.add_argument("--gateway-arg", action="append", default=[], metavar="ARG",
+                       help="pass an argument to bge-m3-gateway, e.g. --gateway-arg=--max-inputs=256")
 
     render = commands.add_parser("render", help="write the rendered model repository and stop")
     _deployment_args(render)
@@ -65,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     options = launcher.ServerOptions(http_port=args.http_port, grpc_port=args.grpc_port,
                                      metrics_port=args.metrics_port, host=args.host, log_verbose=args.log_verbose,
-                                     extra_args=list(args.triton_arg))
+                                     extra_args=list(args.triton_arg), gateway_port=args.gateway_port,
+                                     gateway_args=list(args.gateway_arg))
     return launcher.serve(deployment, options, args.workdir, source)
 
 

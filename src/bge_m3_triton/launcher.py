@@ -34,6 +34,8 @@ class ServerOptions:
     exit_timeout_s: int = 30
     shm_bytes: int = 16 * 1024 * 1024
     extra_args: list[str] = dataclasses.field(default_factory=list)
+    gateway_port: int = 0  # 0: no HTTP gateway
+    gateway_args: list[str] = dataclasses.field(default_factory=list)
 
 
 def default_model_repository() -> Path:
@@ -115,22 +117,55 @@ def prepare(deployment: Deployment, workdir: Path, source: Path | None = None) -
 
 def serve(deployment: Deployment, options: ServerOptions, workdir: Path | None = None,
           source: Path | None = None) -> int:
-    """Run tritonserver in the foreground until it exits; SIGINT/SIGTERM are passed on. Returns its code."""
+    """Run tritonserver (and the HTTP gateway, when asked) in the foreground until it exits.
+
+    SIGINT/SIGTERM are passed on; when either process ends, the other is stopped. Returns the
+    first non-zero exit code, else 0.
+    """
     workdir = workdir or Path(tempfile.mkdtemp(prefix="bge-m3-triton-"))
     repository, backends = prepare(deployment, workdir, source)
     env = dict(os.environ) if installed_tritonserver() else server_environment()
-    process = subprocess.Popen(server_command(repository, backends, options), env=env)
+    processes = [subprocess.Popen(server_command(repository, backends, options), env=env)]
+    if options.gateway_port:
+        processes.append(subprocess.Popen(gateway_command(options), env=dict(os.environ)))
 
     def forward(signum: int, _frame: object) -> None:
-        process.send_signal(signum)
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signum)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, forward)
-    code = process.wait()
-    if code != 0:
-        print(f"bge-m3-triton: tritonserver exited with code {code}; its log above gives the reason",
-              file=sys.stderr)
-    return code
+    codes = _wait_first(processes)
+    names = ["tritonserver", "bge-m3-gateway"]
+    for name, code in zip(names, codes):
+        if code not in (0, -signal.SIGTERM, -signal.SIGINT):
+            print(f"bge-m3-triton: {name} exited with code {code}; its log above gives the reason", file=sys.stderr)
+    return next((code for code in codes if code not in (0, -signal.SIGTERM, -signal.SIGINT)), 0)
+
+
+def gateway_command(options: ServerOptions) -> list[str]:
+    """The gateway's command line: this Python, talking gRPC to the Triton started beside it."""
+    triton_host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
+    return [sys.executable, "-m", "bge_m3_gateway.cli", "--triton", f"{triton_host}:{options.grpc_port}",
+            "--protocol", "grpc", "--host", options.host, "--port", str(options.gateway_port), *options.gateway_args]
+
+
+def _wait_first(processes: list[subprocess.Popen[bytes]], grace_s: float = 30.0) -> list[int]:
+    """Wait until one process exits, then stop the rest (SIGTERM, then SIGKILL after `grace_s`)."""
+    while all(process.poll() is None for process in processes):
+        try:
+            processes[0].wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            continue
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return [process.wait() for process in processes]
 
 
 def _link(source: Path, target: Path) -> None:

@@ -93,10 +93,11 @@ class M3Model:
         """The dtype the weights run in."""
         return next(self.encoder.parameters()).dtype
 
-    def tokenize(self, texts: Sequence[str], max_lengths: Sequence[int]) -> Tokenized:
-        """Token ids per text, each truncated to its own max length (capped at the model's positions)."""
+    def tokenize(self, texts: Sequence[str], max_lengths: Sequence[int], spans: bool = False) -> Tokenized:
+        """Token ids per text, each truncated to its own max length (capped at the model's positions);
+        with `spans`, each token's character offsets too."""
         capped = [min(length, self.max_positions) for length in max_lengths]
-        return tokenize(self.tokenizer, texts, capped)
+        return tokenize(self.tokenizer, texts, capped, spans)
 
     def encode(self, texts: Sequence[str], max_lengths: Sequence[int],
                outputs: Sequence[str] = OUTPUTS) -> list[TextEmbedding]:

@@ -38,7 +38,7 @@ class EmbedService:
         default = settings.query_max_length if mode == "query" else settings.passage_max_length
         max_length = params.get_int(c.PARAM_MAX_LENGTH, min(default, self.model.max_positions), 2,
                                     self.model.max_positions)
-        outputs = view.requested_outputs(tuple(c.EMBED_OUTPUTS))
+        outputs = view.requested_outputs(c.DEFAULT_OUTPUTS)
         unknown = outputs - set(c.EMBED_OUTPUTS)
         if unknown:
             raise InvalidRequest(f"unknown output(s) requested: {', '.join(sorted(unknown))}")
@@ -48,25 +48,31 @@ class EmbedService:
         """Embed the texts of all jobs together and split the results back per job.
 
         A job whose response would exceed `max_response_bytes` (long ColBERT outputs) is refused
-        after tokenization, before any forward pass, so it costs the others nothing.
+        after tokenization, before any forward pass, so it costs the others nothing. Jobs that ask
+        for no model output (tokenization only) take no part in the forward pass.
         """
-        tokenized = [self.model.tokenize(job.texts, [job.max_length] * len(job.texts)) for job in jobs]
+        tokenized = [self.model.tokenize(job.texts, [job.max_length] * len(job.texts),
+                                         spans=c.TOKEN_SPANS in job.outputs) for job in jobs]
         refused = [self._oversized(job, tokens) for job, tokens in zip(jobs, tokenized)]
-        accepted = [i for i, error in enumerate(refused) if error is None]
-        merged = Tokenized(ids=[ids for i in accepted for ids in tokenized[i].ids],
-                           truncated=[cut for i in accepted for cut in tokenized[i].truncated])
-        wanted = {group for i in accepted for group, names in c.OUTPUT_GROUPS.items()
-                  if jobs[i].outputs & set(names)}
-        results = self.model.encode_tokenized(merged, tuple(wanted))
+        groups = [{group for group, names in c.OUTPUT_GROUPS.items() if job.outputs & set(names)} for job in jobs]
+        forward = [i for i, error in enumerate(refused) if error is None and groups[i]]
+        merged = Tokenized(ids=[ids for i in forward for ids in tokenized[i].ids],
+                           truncated=[cut for i in forward for cut in tokenized[i].truncated])
+        results = self.model.encode_tokenized(merged, tuple(set().union(*(groups[i] for i in forward))))
         packed: list[Outputs | Exception] = []
         start = 0
-        for job, error in zip(jobs, refused):
+        for index, (job, error) in enumerate(zip(jobs, refused)):
             if error is not None:
                 packed.append(error)
                 continue
-            packed.append(pack_embed_outputs(results[start:start + len(job.texts)], job.outputs,
-                                             self.model.hidden_size, self.model.colbert_dim))
-            start += len(job.texts)
+            if groups[index]:
+                embeddings = results[start:start + len(job.texts)]
+                start += len(job.texts)
+            else:
+                embeddings = [TextEmbedding(tokens=len(ids), truncated=cut)
+                              for ids, cut in zip(tokenized[index].ids, tokenized[index].truncated)]
+            packed.append(pack_embed_outputs(embeddings, job.outputs, self.model.hidden_size,
+                                             self.model.colbert_dim, tokenized[index]))
         return packed
 
     def _oversized(self, job: EmbedJob, tokens: Tokenized) -> InvalidRequest | None:
@@ -81,9 +87,14 @@ class EmbedService:
 
 
 def pack_embed_outputs(results: Sequence[TextEmbedding], requested: frozenset[str],
-                       dense_dim: int, colbert_dim: int) -> Outputs:
+                       dense_dim: int, colbert_dim: int, tokenized: Tokenized | None = None) -> Outputs:
     """Lay one request's results out in the contract's tensors (ragged outputs flattened)."""
     outputs: Outputs = {}
+    if tokenized is not None and c.TOKEN_IDS in requested:
+        outputs[c.TOKEN_IDS] = np.array([i for ids in tokenized.ids for i in ids], dtype=np.int32)
+    if tokenized is not None and tokenized.spans is not None and c.TOKEN_SPANS in requested:
+        outputs[c.TOKEN_SPANS] = np.array([s for spans in tokenized.spans for s in spans],
+                                          dtype=np.int32).reshape(-1, 2)
     if c.DENSE in requested:
         outputs[c.DENSE] = _stack([r.dense for r in results], (0, dense_dim))
     if requested & set(c.OUTPUT_GROUPS["sparse"]):

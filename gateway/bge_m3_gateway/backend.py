@@ -1,0 +1,136 @@
+"""The gateway's view of Triton: one `AsyncBGEM3Client` (gRPC by default) and what the server serves.
+
+Routes call these methods and never see tritonclient; client errors come out as `ApiError`s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
+
+from bge_m3_client import AsyncBGEM3Client, BGEM3Error, EmbeddingResult, TokenizedText
+from bge_m3_client import contract as c
+from bge_m3_gateway.errors import ApiError, from_client_error
+from bge_m3_gateway.settings import GatewaySettings
+
+T = TypeVar("T")
+EMBED_NAME = "bge-m3"
+CROSS_ENCODER_NAME = "bge-reranker"
+POSITION_LIMIT = 8192  # BGE-M3's (XLM-R's) longest input, tokens; the server caps at its own model's
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedModels:
+    """What the Triton server serves, read once from its model configs."""
+
+    embed_checkpoint: str
+    dtype: str
+    query_max_length: int
+    passage_max_length: int
+    max_batch_tokens: int
+    max_batch_size: int
+    cross_encoder_checkpoint: str | None
+    cross_encoder_max_length: int
+
+    def rerank_model(self, name: str | None) -> str:
+        """The Triton model a rerank request's `model` field picks: the cross-encoder when deployed, unless
+        the name asks for BGE-M3's combined score."""
+        combined_names = {EMBED_NAME, self.embed_checkpoint, c.EMBED_MODEL, c.RERANK_MODEL}
+        if self.cross_encoder_checkpoint is None or (name is not None and name in combined_names):
+            return c.RERANK_MODEL
+        return c.CROSS_ENCODER_MODEL
+
+    def names(self) -> list[str]:
+        """Model names for `/v1/models`."""
+        return [EMBED_NAME] + ([CROSS_ENCODER_NAME] if self.cross_encoder_checkpoint else [])
+
+
+class Backend:
+    """Triton behind the gateway."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.client = AsyncBGEM3Client(settings.triton, protocol=settings.protocol, timeout=settings.request_timeout,
+                                       retries=settings.retries, concurrency=settings.concurrency, backoff=0.1)
+        self._served: ServedModels | None = None
+
+    async def close(self) -> None:
+        """Close Triton connections."""
+        await self.client.close()
+
+    async def served(self) -> ServedModels:
+        """The served models' settings (read from Triton on first use, then kept)."""
+        if self._served is None:
+            embed = await self._call(self.client.transport.model_config(c.EMBED_MODEL))
+            params = _parameters(embed)
+            cross_ready = await self.client.transport.is_model_ready(c.CROSS_ENCODER_MODEL)
+            cross = _parameters(await self._call(self.client.transport.model_config(c.CROSS_ENCODER_MODEL))) \
+                if cross_ready else {}
+            self._served = ServedModels(
+                embed_checkpoint=params.get("model", EMBED_NAME), dtype=params.get("dtype", "auto"),
+                query_max_length=int(params.get("query_max_length", 512)),
+                passage_max_length=int(params.get("passage_max_length", POSITION_LIMIT)),
+                max_batch_tokens=int(params.get("max_batch_tokens", 0)),
+                max_batch_size=int(embed.get("max_batch_size", 0)),
+                cross_encoder_checkpoint=cross.get("model") if cross_ready else None,
+                cross_encoder_max_length=min(int(cross.get("passage_max_length", 512)), 512) if cross_ready else 0)
+        return self._served
+
+    async def embed(self, texts: Sequence[str], passage: bool, dense: bool = True, sparse: bool = False,
+                    colbert: bool = False, max_length: int | None = None) -> list[EmbeddingResult]:
+        """The requested outputs for each text."""
+        return await self._call(self.client.encode(texts, is_passage=passage, return_dense=dense,
+                                                   return_sparse=sparse, return_colbert=colbert,
+                                                   max_length=max_length))
+
+    async def tokenize(self, texts: Sequence[str], passage: bool = True,
+                       max_length: int | None = None) -> list[TokenizedText]:
+        """The served model's tokens (no forward pass)."""
+        return await self._call(self.client.tokenize(texts, is_passage=passage, max_length=max_length))
+
+    async def score_pairs(self, pairs: Sequence[tuple[str, str]], weights: Sequence[float],
+                          max_query_length: int | None, max_passage_length: int | None) -> list[dict[str, float]]:
+        """BGE-M3's five scores per pair."""
+        return await self._call(self.client.score_pairs(pairs, weights, max_query_length, max_passage_length))
+
+    async def rerank_scores(self, query: str, documents: Sequence[str], model: str | None, normalize: bool = True,
+                            max_length: int | None = None) -> list[float]:
+        """One relevance score per document, in document order, from the model `model` picks."""
+        served = await self.served()
+        triton_model = served.rerank_model(model)
+        ranked = await self._call(self.client.rerank(query, documents, model=triton_model, normalize=normalize,
+                                                     max_length=max_length))
+        scores = [0.0] * len(documents)
+        for index, score in ranked:
+            scores[index] = score
+        return scores
+
+    async def check_lengths(self, texts: Sequence[str], limit: int, what: str) -> None:
+        """`ApiError` naming the first text over `limit` tokens, with its length (TEI's `truncate: false`)."""
+        tokenized = await self.tokenize(texts, max_length=POSITION_LIMIT)
+        for index, tokens in enumerate(tokenized):
+            if len(tokens.ids) > limit or tokens.truncated:
+                length = f"more than {POSITION_LIMIT:,}" if tokens.truncated else f"{len(tokens.ids):,}"
+                raise ApiError("invalid", f"{what}[{index}] is {length} tokens long, over the limit of {limit:,}; "
+                                          "send it with \"truncate\": true to cut it to the limit")
+
+    async def healthy(self) -> bool:
+        """True when the embed model answers a real request."""
+        try:
+            await self.client.encode(["health check"], return_sparse=False)
+        except BGEM3Error:
+            return False
+        return True
+
+    async def _call(self, work: Awaitable[T]) -> T:
+        try:
+            return await work
+        except BGEM3Error as exc:
+            raise from_client_error(exc) from None
+
+
+def _parameters(config: dict[str, Any]) -> dict[str, str]:
+    raw = config.get("parameters", {}) or {}
+    return {key: value.get("string_value", "") if isinstance(value, dict) else str(value)
+            for key, value in raw.items()}
