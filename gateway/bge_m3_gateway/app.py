@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from bge_m3_gateway.backend import Backend
 from bge_m3_gateway.errors import ApiError, error_body, style_for
 from bge_m3_gateway.metrics import GatewayMetrics
-from bge_m3_gateway.middleware import GuardMiddleware
+from bge_m3_gateway.middleware import TOO_LARGE, GuardMiddleware
 from bge_m3_gateway.routes import native, openai, rerank, sketch, tei
 from bge_m3_gateway.routes.common import JSON, backend
 from bge_m3_gateway.settings import GatewaySettings
@@ -82,6 +82,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSON:
+        if TOO_LARGE in request.scope:
+            return answer(request, request.scope[TOO_LARGE])
         kind = "not_found" if exc.status_code in (404, 405) else "invalid"
         message = f"no route {request.method} {request.url.path}" if kind == "not_found" else str(exc.detail)
         status, body = error_body(style_for(request.url.path), ApiError(kind, message))

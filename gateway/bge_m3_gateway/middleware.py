@@ -13,6 +13,7 @@ from bge_m3_gateway.errors import ApiError, error_body, style_for
 from bge_m3_gateway.metrics import GatewayMetrics
 
 Scope = dict[str, Any]
+TOO_LARGE = "bge_m3_gateway.body_too_large"
 OPEN_PATHS = frozenset({"/", "/health", "/metrics", "/docs", "/openapi.json", "/favicon.ico"})
 
 
@@ -78,7 +79,7 @@ class GuardMiddleware:
             await send_error(send, path, self._too_large(declared))
             return
         try:
-            await asyncio.wait_for(self.app(scope, self._limited(receive), guarded_send), self.timeout_s)
+            await asyncio.wait_for(self.app(scope, self._limited(scope, receive), guarded_send), self.timeout_s)
         except BodyTooLarge:
             if not state["started"]:
                 await send_error(send, path, self._too_large(None))
@@ -100,7 +101,7 @@ class GuardMiddleware:
         return ApiError("too_large", f"the request body{got} is over the gateway's limit of "
                                      f"{self.max_body_bytes:,} bytes")
 
-    def _limited(self, receive: Any) -> Any:
+    def _limited(self, scope: Scope, receive: Any) -> Any:
         seen = 0
 
         async def limited() -> dict[str, Any]:
@@ -109,6 +110,7 @@ class GuardMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body_bytes:
+                    scope[TOO_LARGE] = self._too_large(None)  # FastAPI turns body errors into 400s: say why
                     raise BodyTooLarge()
             return message
 
