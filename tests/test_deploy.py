@@ -3,6 +3,7 @@ and the container's environment renders the same model configuration as the laun
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 import yaml
 from fake_pb_utils import REPO
 
+from bge_m3_gateway.settings import API_KEY_ENV, ENV_PREFIX, GatewaySettings
 from bge_m3_triton.cli import build_parser, deployment_from_args
 from bge_m3_triton.render import ENV_NAMES, deployment_from_env, render_repository
 
@@ -36,16 +38,30 @@ def test_compose_file_validates(profiles: list[str]) -> None:
     assert [p["target"] for p in gpu["ports"]] == [8000, 8001, 8002]
     assert gpu["healthcheck"]["test"][1:3] == ["bge-m3-triton", "health"]
     assert gpu["shm_size"] and "hf-cache" in config["volumes"]
-    for service in config["services"].values():
-        for name in service.get("environment", {}):
-            assert name in ENV_NAMES or name in ("HF_TOKEN",), f"{name} is not read by the launcher"
+    gateway_env = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(GatewaySettings)} | {API_KEY_ENV}
+    for name, service in config["services"].items():
+        known = gateway_env if name.startswith("gateway") else {*ENV_NAMES, "HF_TOKEN"}
+        for variable in service.get("environment", {}):
+            assert variable in known, f"{variable} is not read by {name}"
+    gateway = config["services"]["gateway-cpu" if "cpu" in profiles else "gateway"]
+    assert [p["target"] for p in gateway["ports"]] == [8080]
+    assert gateway["depends_on"] == {"triton-cpu" if "cpu" in profiles else "triton": {
+        "condition": "service_healthy", "required": True}}
     if "cpu" in profiles:
         assert "deploy" not in config["services"]["triton-cpu"]
 
 
 def test_kubernetes_manifests() -> None:
-    docs = {doc["kind"]: doc for path in (REPO / "deploy" / "k8s").glob("*.yaml")
-            for doc in yaml.safe_load_all(path.read_text()) if doc}
+    every = [doc for path in sorted((REPO / "deploy" / "k8s").glob("*.yaml"))
+             for doc in yaml.safe_load_all(path.read_text()) if doc]
+    docs = {doc["kind"]: doc for doc in every if doc["metadata"]["name"] != "bge-m3-gateway"}
+    gateway = {doc["kind"]: doc for doc in every if doc["metadata"]["name"] == "bge-m3-gateway"}
+    gateway_pod = gateway["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert gateway_pod["readinessProbe"]["httpGet"]["path"] == "/health"
+    triton_address = next(e["value"] for e in gateway_pod["env"] if e["name"] == "BGE_M3_GATEWAY_TRITON")
+    assert triton_address == f"{docs['Service']['metadata']['name']}:8001"
+    assert gateway["Service"]["spec"]["ports"][0]["port"] == 8080
+    assert gateway["HorizontalPodAutoscaler"]["spec"]["metrics"][0]["resource"]["name"] == "cpu"
     pod = docs["Deployment"]["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
