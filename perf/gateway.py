@@ -1,0 +1,140 @@
+"""What the HTTP gateway costs: passages through it against the client straight to Triton, one table.
+
+    .venv/bin/python perf/gateway.py [--preset small|full] [--seconds 20] [--concurrency 16]
+
+Starts a real Triton and the gateway on loopback, then alternates four ways of embedding the same
+~256-token passages, one passage per request, `--concurrency` requests in flight: the async client
+over gRPC (dense, then dense+sparse) and the gateway over HTTP (OpenAI `/v1/embeddings` for dense,
+`/v1/m3/embed` for dense+sparse). Each way runs twice, alternating, and the better run is kept.
+Bounded in time; loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "tests"))
+
+from corpus import make_texts  # noqa: E402
+
+Send = Callable[[str], Awaitable[None]]
+
+
+async def drive(send: Send, texts: list[str], concurrency: int, seconds: float) -> tuple[float, float, float]:
+    """(texts/s, p50 ms, p95 ms) of `concurrency` workers sending one text each until `seconds` pass."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker(offset: int) -> None:
+        index = offset
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            await send(texts[index % len(texts)])
+            latencies.append(time.perf_counter() - start)
+            index += concurrency
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    elapsed = time.perf_counter() - began
+    ordered = sorted(latencies)
+    return len(ordered) / elapsed, statistics.median(ordered) * 1e3, ordered[int(0.95 * (len(ordered) - 1))] * 1e3
+
+
+async def measure(grpc_url: str, gateway_url: str, texts: list[str], concurrency: int,
+                  seconds: float) -> dict[str, tuple[float, float, float]]:
+    import httpx
+
+    from bge_m3_client import AsyncBGEM3Client
+
+    async with AsyncBGEM3Client(grpc_url, protocol="grpc", concurrency=concurrency) as client, \
+            httpx.AsyncClient(base_url=gateway_url, timeout=120,
+                              limits=httpx.Limits(max_connections=concurrency)) as http:
+        async def direct_dense(text: str) -> None:
+            await client.encode([text], is_passage=True, return_sparse=False)
+
+        async def direct_both(text: str) -> None:
+            await client.encode([text], is_passage=True)
+
+        async def openai_dense(text: str) -> None:
+            (await http.post("/v1/embeddings", json={"input": [text]})).raise_for_status()
+
+        async def native_both(text: str) -> None:
+            (await http.post("/v1/m3/embed", json={"texts": [text], "mode": "passage"})).raise_for_status()
+
+        ways: dict[str, Send] = {"client -> Triton (gRPC), dense": direct_dense,
+                                 "gateway /v1/embeddings (OpenAI), dense": openai_dense,
+                                 "client -> Triton (gRPC), dense+sparse": direct_both,
+                                 "gateway /v1/m3/embed, dense+sparse": native_both}
+        await drive(direct_both, texts, concurrency, min(seconds, 5))  # warm-up
+        best: dict[str, tuple[float, float, float]] = {}
+        for _ in range(2):
+            for name, send in ways.items():
+                result = await drive(send, texts, concurrency, seconds)
+                print(f"[gateway perf] {name}: {result[0]:.2f} texts/s, p50 {result[1]:.1f} ms", flush=True)
+                if name not in best or result[0] > best[name][0]:
+                    best[name] = result
+        return best
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=("tiny", "small", "full"), default="small")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=REPO / "perf" / "results")
+    args = parser.parse_args()
+
+    from conftest import Gateway, start_server
+
+    from bge_m3_triton.testmodel import make_test_model
+    from bge_m3_triton.tokens import load_tokenizer
+
+    checkpoint = REPO / ".cache" / "perf-models" / args.preset
+    if not (checkpoint / "config.json").is_file():
+        make_test_model(checkpoint, args.preset, seed=0)
+    work = REPO / ".cache" / "perf" / "gateway"
+    work.mkdir(parents=True, exist_ok=True)
+    texts = make_texts(load_tokenizer(checkpoint), 64, 256, seed=2)
+    server = start_server(work, ["--model", str(checkpoint), "--workdir", str(work / "server"), "--models",
+                                 "bge_m3"], ["bge_m3"])
+    try:
+        gateway = Gateway(server.grpc, work / "gateway.log")
+        try:
+            best = asyncio.run(measure(server.grpc, gateway.url, texts, args.concurrency, args.seconds))
+        finally:
+            gateway.stop()
+    finally:
+        server.stop()
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    lines = [f"# gateway overhead {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "",
+             f"Machine: {os.cpu_count()} cores, {cpu}; preset `{args.preset}`, dtype auto; 64 passages of ~256 "
+             f"tokens, one per request, concurrency {args.concurrency}, {args.seconds:g} s per run, best of 2.", "",
+             "| path | texts/s | p50 ms | p95 ms | throughput vs direct | p50 vs direct |", "|---|---|---|---|---|---|"]
+    pairs = {"gateway /v1/embeddings (OpenAI), dense": "client -> Triton (gRPC), dense",
+             "gateway /v1/m3/embed, dense+sparse": "client -> Triton (gRPC), dense+sparse"}
+    for name, (rate, p50, p95) in best.items():
+        base = best.get(pairs.get(name, name))
+        versus = f"{rate / base[0]:.1%} | {p50 - base[1]:+.1f} ms" if base and name in pairs else "— | —"
+        lines.append(f"| {name} | {rate:.2f} | {p50:.1f} | {p95:.1f} | {versus} |")
+    text = "\n".join(lines)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"gateway-{args.preset}-{datetime.datetime.now():%Y%m%d-%H%M}.md").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
