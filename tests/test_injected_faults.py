@@ -30,10 +30,10 @@ class TritonPythonModel(real.TritonPythonModel):
         model = self.service.model
         tokenize = model.tokenize
 
-        def tokenize_or_fail(texts, max_lengths):
+        def tokenize_or_fail(texts, max_lengths, **kwargs):
             if any("poison" in text for text in texts):
                 raise RuntimeError("injected fault")
-            return tokenize(texts, max_lengths)
+            return tokenize(texts, max_lengths, **kwargs)
 
         model.tokenize = tokenize_or_fail
 '''
