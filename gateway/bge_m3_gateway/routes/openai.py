@@ -71,6 +71,3 @@ async def models(request: Request) -> JSON:
     created = int(request.app.state.started)
     return JSON({"object": "list", "data": [{"id": name, "object": "model", "created": created,
                                              "owned_by": "bge-m3-triton"} for name in names]})
-
-
-
