@@ -18,9 +18,9 @@ from corpus import make_texts  # noqa: E402
 
 
 def main() -> None:
-    from bge_m3_triton.m3 import M3Model
-    from bge_m3_triton.settings import ModelSettings
-    from bge_m3_triton.testmodel import make_test_model
+    from bge_m3_triton.core.m3 import M3Model
+    from bge_m3_triton.core.settings import ModelSettings
+    from bge_m3_triton.ops.testmodel import make_test_model
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", default="full", choices=("small", "full"))

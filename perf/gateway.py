@@ -25,7 +25,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(REPO / "tests"))
 
 from corpus import make_texts  # noqa: E402
 
@@ -96,10 +95,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "perf" / "results")
     args = parser.parse_args()
 
-    from conftest import Gateway, start_server
-
-    from bge_m3_triton.testmodel import make_test_model
-    from bge_m3_triton.tokens import load_tokenizer
+    from bge_m3_triton.core.tokens import load_tokenizer
+    from bge_m3_triton.ops.processes import Gateway, start_server
+    from bge_m3_triton.ops.testmodel import make_test_model
 
     checkpoint = REPO / ".cache" / "perf-models" / args.preset
     if not (checkpoint / "config.json").is_file():

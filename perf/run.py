@@ -28,7 +28,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(REPO / "tests"))
 
 from corpus import make_texts  # noqa: E402
 
@@ -128,14 +127,14 @@ def run_perf_analyzer(workload: Workload, protocol: str, url: str, out_csv: Path
 
 def process_tree_peak_rss_mib(pid: int) -> float:
     """Sum of each process's peak RSS (VmHWM) over tritonserver, its stubs and the launcher, MiB."""
-    from conftest import tree_rss_mib
+    from bge_m3_triton.ops.processes import tree_rss_mib
 
     return float(tree_rss_mib(pid, "VmHWM"))
 
 
 def process_tree_rss_mib(pid: int) -> float:
     """Current resident memory (VmRSS) of a process tree, MiB."""
-    from conftest import tree_rss_mib
+    from bge_m3_triton.ops.processes import tree_rss_mib
 
     return float(tree_rss_mib(pid))
 
@@ -165,8 +164,8 @@ class RssSampler:
 def core_timings(checkpoint: Path, texts: list[str], queries: list[str], dtype: str) -> tuple[float, float]:
     """The model core alone (no Triton): texts/s on `texts` (median of 3 after a warm-up), and the
     median milliseconds of one query at a time."""
-    from bge_m3_triton.m3 import M3Model
-    from bge_m3_triton.settings import ModelSettings
+    from bge_m3_triton.core.m3 import M3Model
+    from bge_m3_triton.core.settings import ModelSettings
 
     model = M3Model.load(ModelSettings(model=str(checkpoint), dtype=dtype, device="cpu"))
     lengths = [8192] * len(texts)
@@ -236,10 +235,9 @@ def main() -> int:
     if args.url:
         return external(args)
 
-    from conftest import start_server
-
-    from bge_m3_triton.testmodel import make_test_model
-    from bge_m3_triton.tokens import load_tokenizer
+    from bge_m3_triton.core.tokens import load_tokenizer
+    from bge_m3_triton.ops.processes import start_server
+    from bge_m3_triton.ops.testmodel import make_test_model
 
     checkpoint = REPO / ".cache" / "perf-models" / args.preset
     if not (checkpoint / "config.json").is_file():

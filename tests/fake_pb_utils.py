@@ -98,7 +98,7 @@ def load_model_py(model: str) -> Any:
 
 def triton_args(model: str, parameters: dict[str, str]) -> dict[str, str]:
     """The `args` Triton passes to `initialize`, with the shipped config's parameters overridden."""
-    from bge_m3_triton.render import load_config
+    from bge_m3_triton.ops.render import load_config
 
     config = load_config(REPO / "model_repository" / model / "config.pbtxt")
     merged = {key: value.string_value for key, value in config.parameters.items()} | parameters

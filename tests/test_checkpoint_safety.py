@@ -13,9 +13,9 @@ import pytest
 import torch
 from conftest import free_ports
 
-from bge_m3_triton.checkpoint import CheckpointError, load_linear_head, resolve_checkpoint
-from bge_m3_triton.m3 import M3Model
-from bge_m3_triton.settings import ModelSettings
+from bge_m3_triton.core.checkpoint import CheckpointError, load_linear_head, resolve_checkpoint
+from bge_m3_triton.core.m3 import M3Model
+from bge_m3_triton.core.settings import ModelSettings
 
 
 def copy_of(checkpoint: Path, tmp_path: Path) -> Path:
@@ -76,7 +76,7 @@ def test_launcher_exits_non_zero_with_the_reason(m3_checkpoint: Path, tmp_path: 
     folder = copy_of(m3_checkpoint, tmp_path)
     (folder / "colbert_linear.pt").write_bytes(b"corrupt")
     http, grpc, metrics = free_ports(3)
-    run = subprocess.run([sys.executable, "-m", "bge_m3_triton.cli", "serve", "--model", str(folder),
+    run = subprocess.run([sys.executable, "-m", "bge_m3_triton.ops.cli", "serve", "--model", str(folder),
                           "--host", "127.0.0.1", f"--http-port={http}", f"--grpc-port={grpc}",
                           f"--metrics-port={metrics}"], capture_output=True, text=True, timeout=180)
     assert run.returncode != 0

@@ -11,10 +11,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bge_m3_triton.batching import pad_batch, plan_sub_batches
-from bge_m3_triton.postprocess import colbert_vectors, sparse_weights
-from bge_m3_triton.testmodel import tokenizer_folder
-from bge_m3_triton.tokens import load_tokenizer, tokenize
+from bge_m3_triton.core.batching import pad_batch, plan_sub_batches
+from bge_m3_triton.core.postprocess import colbert_vectors, sparse_weights
+from bge_m3_triton.core.tokens import load_tokenizer, tokenize
+from bge_m3_triton.ops.testmodel import tokenizer_folder
 
 
 @given(st.lists(st.integers(1, 600), max_size=80), st.integers(1, 4096), st.integers(1, 70))

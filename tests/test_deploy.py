@@ -14,8 +14,9 @@ import yaml
 from fake_pb_utils import REPO
 
 from bge_m3_gateway.settings import API_KEY_ENV, ENV_PREFIX, GatewaySettings
-from bge_m3_triton.cli import build_parser, deployment_from_args
-from bge_m3_triton.render import ENV_NAMES, deployment_from_env, render_repository
+from bge_m3_triton.core.settings import SETTINGS
+from bge_m3_triton.ops.cli import build_parser, deployment_from_args
+from bge_m3_triton.ops.render import deployment_from_env, render_repository
 
 
 def docker_compose() -> str:
@@ -40,7 +41,7 @@ def test_compose_file_validates(profiles: list[str]) -> None:
     assert gpu["shm_size"] and "hf-cache" in config["volumes"]
     gateway_env = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(GatewaySettings)} | {API_KEY_ENV}
     for name, service in config["services"].items():
-        known = gateway_env if name.startswith("gateway") else {*ENV_NAMES, "HF_TOKEN"}
+        known = gateway_env if name.startswith("gateway") else {*(name for s in SETTINGS for name in s.env), "HF_TOKEN"}
         for variable in service.get("environment", {}):
             assert variable in known, f"{variable} is not read by {name}"
     gateway = config["services"]["gateway-cpu" if "cpu" in profiles else "gateway"]

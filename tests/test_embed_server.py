@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,10 @@ from conftest import Server, start_server
 from reference import PASSAGE_MAX, QUERY_MAX, TEXTS, assert_embedding_matches, encode
 
 from bge_m3_client import AsyncBGEM3Client, BGEM3Client, InvalidInputError
+from bge_m3_triton.core.m3 import M3Model
+from bge_m3_triton.core.settings import ModelSettings
+from bge_m3_triton.core.tokens import load_tokenizer
+from bge_m3_triton.ops.cli import main
 
 PROTOCOLS = ["http", "grpc"]
 
@@ -28,19 +33,34 @@ def test_parity_with_flagembedding(server: Server, m3_checkpoint: Path, protocol
         assert_embedding_matches(result, ref, index)
         assert result.tokens == len(ref["colbert_vecs"][index]) + 1
     long_text = results[-1]
+    full = len(load_tokenizer(m3_checkpoint)(TEXTS[-1])["input_ids"])
+    assert full > QUERY_MAX
     assert long_text.truncated is (not is_passage)
-    assert long_text.tokens == (QUERY_MAX if not is_passage else long_text.tokens)
+    assert long_text.tokens == (full if is_passage else QUERY_MAX)
     assert not any(r.truncated for r in results[:-1])
 
 
-def test_parity_with_pytorch_model_bin(tmp_path: Path, m3_bin_checkpoint: Path) -> None:
-    running = start_server(tmp_path, ["--model", str(m3_bin_checkpoint), "--dtype", "float32"], ["bge_m3"])
+def test_parity_with_pytorch_model_bin_and_the_flag_wins(tmp_path: Path, m3_bin_checkpoint: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A .bin checkpoint serves FlagEmbedding's numbers; `--dtype float32` wins over an environment
+    asking for bf16 (even with the stub's opt-in), and `bge-m3-triton info` reports it."""
+    ref = encode(m3_bin_checkpoint, TEXTS, QUERY_MAX)
+    bf16 = M3Model.load(ModelSettings(model=str(m3_bin_checkpoint), dtype="bfloat16", device="cpu"))
+    drift = max(float(np.abs(r.dense - ref["dense_vecs"][i]).max())
+                for i, r in enumerate(bf16.encode(TEXTS, [QUERY_MAX] * len(TEXTS))))
+    assert drift > 1e-4  # bf16 would fail the parity below: the served numbers tell the dtype
+    env = {"BGE_M3_DTYPE": "bfloat16", "BGE_M3_ENV_OVERRIDES": "1"}
+    running = start_server(tmp_path, ["--model", str(m3_bin_checkpoint), "--dtype", "float32"], ["bge_m3"], env=env)
     try:
-        ref = encode(m3_bin_checkpoint, TEXTS, QUERY_MAX)
         with BGEM3Client(running.http) as client:
             results = client.encode(TEXTS, return_colbert=True)
         for index, result in enumerate(results):
             assert_embedding_matches(result, ref, index)
+        capsys.readouterr()
+        assert main(["info", "--url", running.http]) == 0
+        info = json.loads(capsys.readouterr().out)
+        assert info["bge_m3"]["parameters"]["dtype"] == "float32"
+        assert info["bge_m3_rerank"]["parameters"]["embed_max_batch_size"] == str(info["bge_m3"]["max_batch_size"])
     finally:
         assert running.stop() == 0
 

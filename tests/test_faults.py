@@ -103,7 +103,7 @@ def test_clients_cannot_load_or_unload_models(strict_server: Server) -> None:
 def test_a_dead_stub_is_reported_not_silent(strict_server: Server) -> None:
     """Last in this module: it breaks the server. Triton 2.51 does not restart the stub and keeps
     answering ready; our client gets an error and `bge-m3-triton health` says unhealthy."""
-    from bge_m3_triton.cli import main
+    from bge_m3_triton.ops.cli import main
 
     os.kill(stub_pid(strict_server, "bge_m3"), signal.SIGKILL)
     time.sleep(1)

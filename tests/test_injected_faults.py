@@ -17,7 +17,7 @@ FAULTY_MODEL_PY = '''
 """Test-only: the real bge_m3 adapter, made to fail on any text containing "poison"."""
 import importlib.util
 
-from bge_m3_triton.launcher import REPO_ROOT
+from bge_m3_triton.ops.launcher import REPO_ROOT
 
 spec = importlib.util.spec_from_file_location("real_bge_m3", REPO_ROOT / "model_repository/bge_m3/1/model.py")
 real = importlib.util.module_from_spec(spec)

@@ -9,18 +9,78 @@ import pytest
 from fake_pb_utils import REPO
 from tritonclient.grpc import model_config_pb2 as mc
 
-from bge_m3_triton.render import Deployment, deployment_from_env, load_config, render_repository
-from bge_m3_triton.settings import ModelSettings, SettingsError
+from bge_m3_triton.core.settings import (
+    BY_NAME,
+    MAX_BATCH_SIZE,
+    QUEUE_DELAY,
+    QUEUE_SIZE,
+    QUEUE_TIMEOUT,
+    SETTINGS,
+    STRUCTURAL,
+    ModelSettings,
+    SettingsError,
+    markdown_table,
+)
+from bge_m3_triton.ops.cli import build_parser, deployment_from_args
+from bge_m3_triton.ops.render import Deployment, deployment_from_env, load_config, render_repository
+from bge_m3_triton.serving.triton_glue import settings_from_args
+
+PARAMETERS = {"model": "/m", "dtype": "float32", "query_max_length": "64"}
 
 
-def test_parameters_then_environment() -> None:
-    settings = ModelSettings.from_sources({"model": "/m", "dtype": "float32", "query_max_length": "64"},
-                                          {"BGE_M3_DTYPE": "bfloat16", "OTHER_DTYPE": "float16"}, "bge_m3")
-    assert (settings.model, settings.dtype, settings.query_max_length) == ("/m", "bfloat16", 64)
+def test_the_environment_overrides_parameters_only_when_asked() -> None:
+    env = {"BGE_M3_DTYPE": "bfloat16", "OTHER_DTYPE": "float16"}
+    plain = ModelSettings.from_sources(PARAMETERS, env, "bge_m3")
+    assert (plain.model, plain.dtype, plain.query_max_length) == ("/m", "float32", 64)
+    asked = ModelSettings.from_sources(PARAMETERS, {**env, "BGE_M3_ENV_OVERRIDES": "1"}, "bge_m3")
+    assert (asked.model, asked.dtype, asked.query_max_length) == ("/m", "bfloat16", 64)
+    with pytest.raises(SettingsError, match="environment variable BGE_M3_QUERY_MAX_LENGTH"):
+        ModelSettings.from_sources(PARAMETERS, {"BGE_M3_QUERY_MAX_LENGTH": "1", "BGE_M3_ENV_OVERRIDES": "1"},
+                                   "bge_m3")
+
+
+def test_flags_win_over_the_environment() -> None:
+    env = {"BGE_M3_DTYPE": "float32", "BGE_RERANKER_MODEL": "", "MAX_MODELS": "2"}
+    args = build_parser().parse_args(["serve", "--dtype", "bfloat16", "--reranker", "/rr"])
+    deployment = deployment_from_args(args, env)
+    assert (deployment.dtype, deployment.reranker, deployment.instances) == ("bfloat16", "/rr", 2)
+    # an empty variable (compose's `BGE_RERANKER_MODEL: ""`) is no setting at all
+    assert deployment_from_env({"BGE_RERANKER_MODEL": ""}).reranker is None
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--instances", "0"])
+
+
+def test_shipped_configs_hold_the_tables_defaults() -> None:
+    # `reranker` defaults to none (no cross-encoder served); the shipped config names the checkpoint
+    # a stock tritonserver run loads.
+    for setting in (s for s in SETTINGS if s.name != "reranker"):
+        for name in setting.models:
+            config = load_config(REPO / "model_repository" / name / "config.pbtxt")
+            batching = config.dynamic_batching
+            shipped = {MAX_BATCH_SIZE: config.max_batch_size, QUEUE_DELAY: batching.max_queue_delay_microseconds,
+                       QUEUE_TIMEOUT: batching.default_queue_policy.default_timeout_microseconds,
+                       QUEUE_SIZE: batching.default_queue_policy.max_queue_size,
+                       "instance_count": config.instance_group[0].count, "instance_kind": "cpu"}
+            if setting.target in STRUCTURAL:
+                value = shipped[setting.target]
+            else:
+                value = setting.parse(config.parameters[setting.target].string_value, setting.name)
+            assert value == setting.default, (name, setting.name)
+
+
+def test_model_settings_take_the_tables_defaults() -> None:
+    for field, value in vars(ModelSettings()).items():
+        if field in BY_NAME and BY_NAME[field].target not in STRUCTURAL:
+            assert value == BY_NAME[field].default, field
+
+
+def test_readme_configuration_table_is_the_generated_one() -> None:
+    readme = (REPO / "README.md").read_text()
+    assert markdown_table() in readme, "README's table is stale: paste `bge-m3-triton settings`"
 
 
 @pytest.mark.parametrize(("parameters", "message"), [
-    ({"dtype": "int8"}, "dtype"), ({"query_max_length": "lots"}, "integer"), ({"max_batch_tokens": "0"}, "positive"),
+    ({"dtype": "int8"}, "dtype"), ({"query_max_length": "lots"}, "integer"), ({"max_batch_tokens": "0"}, "at least 1"),
     ({"modle": "x"}, "unknown parameter"), ({"device": "tpu"}, "device"),
 ])
 def test_bad_parameters_are_named(parameters: dict[str, str], message: str) -> None:
@@ -30,8 +90,8 @@ def test_bad_parameters_are_named(parameters: dict[str, str], message: str) -> N
 
 def test_triton_args_pick_the_instance_device() -> None:
     config = json.dumps({"parameters": {"model": {"string_value": "/m"}}})
-    gpu = ModelSettings.from_triton_args({"model_config": config, "model_name": "bge_m3",
-                                          "model_instance_kind": "GPU", "model_instance_device_id": "1"}, env={})
+    gpu = settings_from_args({"model_config": config, "model_name": "bge_m3",
+                              "model_instance_kind": "GPU", "model_instance_device_id": "1"}, env={})
     assert gpu.device == "cuda:1"
 
 
@@ -55,7 +115,10 @@ def test_render_applies_a_deployment(tmp_path: Path) -> None:
     group = embed.instance_group[0]
     assert (group.count, group.kind, list(group.gpus)) == (3, mc.ModelInstanceGroup.KIND_GPU, [1])
     assert load_config(target / "bge_reranker" / "config.pbtxt").parameters["model"].string_value == "/rr"
-    assert load_config(target / "bge_m3_rerank" / "config.pbtxt").max_batch_size == 32
+    rerank = load_config(target / "bge_m3_rerank" / "config.pbtxt")
+    assert rerank.max_batch_size == 32 and rerank.parameters["embed_max_batch_size"].string_value == "32"
+    cross = load_config(target / "bge_reranker" / "config.pbtxt")
+    assert cross.parameters["passage_max_length"].string_value == "512"  # the cross-encoder keeps its own
     assert (target / "bge_m3" / "1" / "model.py").is_file()
 
 

@@ -1,19 +1,24 @@
-"""`BGEM3Client` and `AsyncBGEM3Client`: encode, score, rerank and the RunPod shape over Triton."""
+"""`BGEM3Client` and `AsyncBGEM3Client`: encode, tokenize, score and rerank over Triton.
+
+`BGEM3Client` is safe to share between threads (each thread gets its own connections); an
+`AsyncBGEM3Client` belongs to the event loop it is used in. The RunPod and FastAPI-sketch shapes
+are in `bge_m3_client.adapters`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from bge_m3_client import contract as c
 from bge_m3_client import requests as rq
-from bge_m3_client.errors import BGEM3Error, InvalidInputError
+from bge_m3_client.errors import BGEM3Error
 from bge_m3_client.results import EmbeddingResult, TokenizedText
-from bge_m3_client.transport import AsyncTransport, Call, SyncTransport
+from bge_m3_client.transport import AsyncTransport, AsyncTransportLike, Call, SyncTransport, Transport
 
 Pairs = Sequence[tuple[str, str]]
 
@@ -31,7 +36,7 @@ class _Common:
         self.cross_encoder_model = cross_encoder_model
         self.retries = retries
         self.backoff = backoff
-        self._max_batch: dict[str, int] = {}
+        self._served: dict[str, c.ServedModel] = {}
         self._default_reranker: str | None = None
 
     def _score_params(self, weights: Sequence[float], max_query_length: int | None,
@@ -48,44 +53,27 @@ class _Common:
         order = sorted(range(len(scores)), key=lambda i: -scores[i])
         return [(i, float(scores[i])) for i in order[: top_n if top_n is not None else len(order)]]
 
-    @staticmethod
-    def _runpod_results(texts: list[str], results: list[EmbeddingResult]) -> dict[str, Any]:
-        return {"results": [{
-            "text": text,
-            "dense": r.dense.tolist() if r.dense is not None else None,
-            "sparse": r.sparse,
-            "colbert": r.colbert.tolist() if r.colbert is not None else None,
-        } for text, r in zip(texts, results)]}
-
-    @staticmethod
-    def _runpod_args(job_input: Any) -> tuple[list[str], bool, int]:
-        if not isinstance(job_input, dict) or "texts" not in job_input:
-            raise BGEM3Error("input must be an object with a 'texts' list")
-        texts, is_passage, batch_size = job_input["texts"], job_input.get("isPassage", False), \
-            job_input.get("batchSize", 0)
-        if isinstance(texts, str) or not isinstance(texts, list):
-            raise BGEM3Error("'texts' must be a list of strings")
-        if not isinstance(is_passage, bool):
-            raise BGEM3Error("'isPassage' must be true or false")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
-            raise BGEM3Error("'batchSize' must be a non-negative integer")
-        return rq.as_text_list(texts), is_passage, batch_size
-
 
 class BGEM3Client(_Common):
     """Blocking client for the bge-m3-triton models (HTTP or gRPC).
 
-    Requests are split to the model's `max_batch_size` (read from its config) or `batch_size`, sent
-    concurrently so Triton's dynamic batcher can fill batches, and answered in input order.
-    Unavailable servers and queue rejections are retried `retries` times with exponential backoff.
+    Requests are split to the model's `max_batch_size` (read from its served config) or
+    `batch_size`, sent concurrently so Triton's dynamic batcher can fill batches, and answered in
+    input order. Unavailable servers and queue rejections are retried `retries` times with
+    exponential backoff (`backoff`, 2x, 4x ... seconds).
+
+    One client may be shared by any number of threads (a web app's worker pool, a thread pool over
+    documents): each thread gets its own tritonclient connections, made on first use. `transport`
+    replaces the network (tests use `bge_m3_client.testing.FakeTransport`).
     """
 
     def __init__(self, url: str = "localhost:8000", protocol: str = "http", timeout: float = 120.0,
                  model: str = c.EMBED_MODEL, rerank_model: str = c.RERANK_MODEL,
                  cross_encoder_model: str = c.CROSS_ENCODER_MODEL, concurrency: int = 8, retries: int = 3,
-                 backoff: float = 0.2) -> None:
+                 backoff: float = 0.2, transport: Transport | None = None) -> None:
         super().__init__(url, protocol, timeout, model, rerank_model, cross_encoder_model, retries, backoff)
-        self.transport = SyncTransport(url, protocol, timeout, concurrency)
+        self.transport: Transport = transport or SyncTransport(url, protocol, timeout, concurrency)
+        self.sleep: Callable[[float], None] = time.sleep  # the backoff's wait (tests replace it)
 
     def __enter__(self) -> BGEM3Client:
         return self
@@ -97,12 +85,16 @@ class BGEM3Client(_Common):
         """Close the connections."""
         self.transport.close()
 
+    def served(self, model: str) -> c.ServedModel:
+        """The model's limits (batch size, default max lengths), read once from its served config."""
+        if model not in self._served:
+            config = self._with_retry(lambda: self.transport.model_config(model))
+            self._served[model] = c.ServedModel.from_config(config)
+        return self._served[model]
+
     def max_batch_size(self, model: str) -> int:
         """The model's `max_batch_size`, read once from the server."""
-        if model not in self._max_batch:
-            self._max_batch[model] = int(self._with_retry(lambda: self.transport.model_config(model))
-                                         .get("max_batch_size", 0))
-        return self._max_batch[model]
+        return self.served(model).max_batch_size
 
     def encode(self, texts: str | Sequence[str], is_passage: bool = False, return_dense: bool = True,
                return_sparse: bool = True, return_colbert: bool = False, batch_size: int = 0,
@@ -111,7 +103,7 @@ class BGEM3Client(_Common):
         text_list = rq.as_text_list(texts)
         if not text_list:
             return []
-        ranges, calls = rq.plan_embed(self.model, text_list, self.max_batch_size(self.model), is_passage,
+        ranges, calls = rq.plan_embed(self.model, text_list, self.served(self.model), is_passage,
                                       return_dense, return_sparse, return_colbert, batch_size, max_length)
         return rq.collect(ranges, self._send(calls), rq.decode_embed)
 
@@ -160,7 +152,7 @@ class BGEM3Client(_Common):
                 self._default_reranker = self.cross_encoder_model if ready else self.rerank_model
             model = self._default_reranker
         if model == self.rerank_model:
-            scores = [s["colbert+sparse+dense"] for s in self.score(query, documents, max_passage_length=max_length)]
+            scores = [s[c.COMBINED_SCORE] for s in self.score(query, documents, max_passage_length=max_length)]
         else:
             pairs = [(query, d) for d in documents]
             ranges, calls = rq.plan_pairs(model, pairs, self.max_batch_size(model), [c.SCORE],
@@ -168,45 +160,13 @@ class BGEM3Client(_Common):
             scores = rq.collect(ranges, self._send(calls), rq.decode_single_score)
         return self._ranked(scores, top_n)
 
-    def handle_runpod(self, job: dict[str, Any]) -> dict[str, Any]:
-        """The RunPod worker's contract: `{"input": {...}}` or the input itself -> results or `{"error"}`."""
-        try:
-            texts, is_passage, batch_size = self._runpod_args(job.get("input", job) if isinstance(job, dict) else job)
-            results = self.encode(texts, is_passage=is_passage, return_dense=True, return_sparse=True,
-                                  return_colbert=True, batch_size=batch_size)
-        except BGEM3Error as exc:
-            return {"error": str(exc)}
-        return self._runpod_results(texts, results)
-
-    def handle_fastapi_embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The FastAPI sketch's `POST /embeddings/`: `{"sentences": [...]}` -> `{"embeddings": [[...], ...]}`."""
-        sentences = self._sketch_list(body, "sentences")
-        results = self.encode(sentences, return_dense=True, return_sparse=False)
-        return {"embeddings": [r.dense.tolist() for r in results if r.dense is not None]}
-
-    def handle_fastapi_rerank(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The FastAPI sketch's `POST /rerank/`: `{"sentence_pairs": [[q, p], ...]}` -> `{"scores": [...]}`,
-        BGE-M3's colbert+sparse+dense score with its weights (0.4, 0.2, 0.4) and lengths (256, 5000)."""
-        pairs = self._sketch_list(body, "sentence_pairs")
-        if not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
-            raise InvalidInputError("'sentence_pairs' must be a list of [query, passage] pairs")
-        scores = self.score_pairs([(p[0], p[1]) for p in pairs], c.DEFAULT_WEIGHTS, max_query_length=256,
-                                  max_passage_length=5000)
-        return {"scores": [s["colbert+sparse+dense"] for s in scores]}
-
-    @staticmethod
-    def _sketch_list(body: Any, key: str) -> list[Any]:
-        if not isinstance(body, dict) or not isinstance(body.get(key), list):
-            raise InvalidInputError(f"the body must be an object with a {key!r} list")
-        return list(body[key])
-
     def _send(self, calls: list[Call]) -> list[dict[str, np.ndarray] | BGEM3Error]:
         results = self.transport.infer_many(calls)
         for attempt in range(self.retries):
             retry = [i for i, r in enumerate(results) if isinstance(r, BGEM3Error) and r.retryable]
             if not retry:
                 break
-            time.sleep(self.backoff * 2**attempt)
+            self.sleep(self.backoff * 2**attempt)
             for index, result in zip(retry, self.transport.infer_many([calls[i] for i in retry])):
                 results[index] = result
         return results
@@ -218,7 +178,7 @@ class BGEM3Client(_Common):
             except BGEM3Error as exc:
                 if not exc.retryable or attempt == self.retries:
                     raise
-                time.sleep(self.backoff * 2**attempt)
+                self.sleep(self.backoff * 2**attempt)
         raise AssertionError("unreachable")
 
 
@@ -228,9 +188,9 @@ class AsyncBGEM3Client(_Common):
     def __init__(self, url: str = "localhost:8000", protocol: str = "http", timeout: float = 120.0,
                  model: str = c.EMBED_MODEL, rerank_model: str = c.RERANK_MODEL,
                  cross_encoder_model: str = c.CROSS_ENCODER_MODEL, concurrency: int = 8, retries: int = 3,
-                 backoff: float = 0.2) -> None:
+                 backoff: float = 0.2, transport: AsyncTransportLike | None = None) -> None:
         super().__init__(url, protocol, timeout, model, rerank_model, cross_encoder_model, retries, backoff)
-        self.transport = AsyncTransport(url, protocol, timeout, concurrency)
+        self.transport: AsyncTransportLike = transport or AsyncTransport(url, protocol, timeout, concurrency)
 
     async def __aenter__(self) -> AsyncBGEM3Client:
         return self
@@ -242,12 +202,15 @@ class AsyncBGEM3Client(_Common):
         """Close the connections."""
         await self.transport.close()
 
+    async def served(self, model: str) -> c.ServedModel:
+        """See `BGEM3Client.served`."""
+        if model not in self._served:
+            self._served[model] = c.ServedModel.from_config(await self.transport.model_config(model))
+        return self._served[model]
+
     async def max_batch_size(self, model: str) -> int:
         """The model's `max_batch_size`, read once from the server."""
-        if model not in self._max_batch:
-            config = await self.transport.model_config(model)
-            self._max_batch[model] = int(config.get("max_batch_size", 0))
-        return self._max_batch[model]
+        return (await self.served(model)).max_batch_size
 
     async def encode(self, texts: str | Sequence[str], is_passage: bool = False, return_dense: bool = True,
                      return_sparse: bool = True, return_colbert: bool = False, batch_size: int = 0,
@@ -256,7 +219,7 @@ class AsyncBGEM3Client(_Common):
         text_list = rq.as_text_list(texts)
         if not text_list:
             return []
-        ranges, calls = rq.plan_embed(self.model, text_list, await self.max_batch_size(self.model), is_passage,
+        ranges, calls = rq.plan_embed(self.model, text_list, await self.served(self.model), is_passage,
                                       return_dense, return_sparse, return_colbert, batch_size, max_length)
         return rq.collect(ranges, await self._send(calls), rq.decode_embed)
 
@@ -302,7 +265,7 @@ class AsyncBGEM3Client(_Common):
                 self._default_reranker = self.cross_encoder_model if ready else self.rerank_model
             model = self._default_reranker
         if model == self.rerank_model:
-            scores = [s["colbert+sparse+dense"]
+            scores = [s[c.COMBINED_SCORE]
                       for s in await self.score(query, documents, max_passage_length=max_length)]
         else:
             pairs = [(query, d) for d in documents]
@@ -310,16 +273,6 @@ class AsyncBGEM3Client(_Common):
                                           rq.cross_encoder_params(normalize, max_length))
             scores = rq.collect(ranges, await self._send(calls), rq.decode_single_score)
         return self._ranked(scores, top_n)
-
-    async def handle_runpod(self, job: dict[str, Any]) -> dict[str, Any]:
-        """See `BGEM3Client.handle_runpod`."""
-        try:
-            texts, is_passage, batch_size = self._runpod_args(job.get("input", job) if isinstance(job, dict) else job)
-            results = await self.encode(texts, is_passage=is_passage, return_dense=True, return_sparse=True,
-                                        return_colbert=True, batch_size=batch_size)
-        except BGEM3Error as exc:
-            return {"error": str(exc)}
-        return self._runpod_results(texts, results)
 
     async def _send(self, calls: list[Call]) -> list[dict[str, np.ndarray] | BGEM3Error]:
         results = list(await asyncio.gather(*(self.transport.infer(call) for call in calls)))

@@ -27,6 +27,11 @@ overrides it, up to the model's position limit.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 EMBED_MODEL = "bge_m3"
 RERANK_MODEL = "bge_m3_rerank"
 CROSS_ENCODER_MODEL = "bge_reranker"
@@ -66,9 +71,59 @@ QUERY = "QUERY"
 PASSAGE = "PASSAGE"
 SCORES = "SCORES"  # bge_m3_rerank: FP32 [n, 5], columns in SCORE_COLUMNS order
 SCORE_COLUMNS = ("dense", "sparse", "colbert", "sparse+dense", "colbert+sparse+dense")
+COMBINED_SCORE = SCORE_COLUMNS[-1]  # the score `rerank` ranks by
 SCORE = "SCORE"  # bge_reranker: FP32 [n, 1]
 PARAM_WEIGHTS = ("dense_weight", "sparse_weight", "colbert_weight")
 DEFAULT_WEIGHTS = (0.4, 0.2, 0.4)
 PARAM_MAX_QUERY_LENGTH = "max_query_length"
 PARAM_MAX_PASSAGE_LENGTH = "max_passage_length"
 PARAM_NORMALIZE = "normalize"
+
+# Model configuration parameters both sides read (config.pbtxt `parameters`).
+CONFIG_QUERY_MAX_LENGTH = "query_max_length"
+CONFIG_PASSAGE_MAX_LENGTH = "passage_max_length"
+CONFIG_DTYPE = "dtype"
+
+
+def check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
+    """The rule for (dense, sparse, colbert) weights, on both sides of the wire: three finite,
+    non-negative numbers whose dense + sparse part is positive (the sparse+dense score divides by it).
+
+    Raises ValueError with the reason.
+    """
+    try:
+        values = tuple(float(w) for w in weights)
+    except (TypeError, ValueError):
+        raise ValueError(f"weights must be three numbers (dense, sparse, colbert), got {weights!r}") from None
+    if len(values) != 3 or not all(math.isfinite(w) and w >= 0 for w in values):
+        raise ValueError(f"weights must be three finite non-negative numbers (dense, sparse, colbert), "
+                         f"got {list(weights)}")
+    if values[0] + values[1] <= 0:
+        raise ValueError(f"dense_weight + sparse_weight must be positive (the sparse+dense score divides by "
+                         f"it), got {list(weights)}")
+    return values[0], values[1], values[2]
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedModel:
+    """What a client needs from a served model's configuration: its batch and length limits."""
+
+    max_batch_size: int
+    query_max_length: int | None
+    passage_max_length: int | None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ServedModel:
+        """Read a model configuration as Triton returns it (JSON)."""
+        params = config.get("parameters", {}) or {}
+
+        def number(key: str) -> int | None:
+            raw = (params.get(key) or {}).get("string_value", "")
+            return int(raw) if str(raw).strip().isdigit() else None
+
+        return cls(int(config.get("max_batch_size", 0) or 0), number(CONFIG_QUERY_MAX_LENGTH),
+                   number(CONFIG_PASSAGE_MAX_LENGTH))
+
+    def max_length(self, is_passage: bool) -> int | None:
+        """The default max length of a query or a passage, when the config states it."""
+        return self.passage_max_length if is_passage else self.query_max_length

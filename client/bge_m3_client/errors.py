@@ -41,19 +41,34 @@ class InferenceError(BGEM3Error):
     """The model failed while serving a valid request."""
 
 
+# Triton's status codes: HTTP statuses and gRPC status names (tritonclient gives "StatusCode.NAME").
+_BY_STATUS: dict[str, type[BGEM3Error]] = {
+    "400": InvalidInputError, "INVALID_ARGUMENT": InvalidInputError,
+    "404": ModelNotReadyError, "NOT_FOUND": ModelNotReadyError,
+    "429": RequestRejectedError, "RESOURCE_EXHAUSTED": RequestRejectedError,
+    "503": RequestRejectedError, "UNAVAILABLE": RequestRejectedError,
+    "504": RequestTimeoutError, "DEADLINE_EXCEEDED": RequestTimeoutError,
+    "500": InferenceError, "INTERNAL": InferenceError, "CANCELLED": InferenceError, "UNKNOWN": InferenceError,
+}
+
+
 def classify(status: str | None, message: str) -> type[BGEM3Error]:
-    """Map a Triton status (HTTP code or gRPC status name) and message to an error type."""
-    status = (status or "").upper()
+    """Map a Triton status (an HTTP code or a gRPC status name) to an error type.
+
+    The code decides. The message is read only where one code means two things: Triton answers an
+    unknown model with HTTP 400, and gRPC says UNAVAILABLE also when its channel never reached the
+    server. Without a status (the client side gave up), a timeout is `RequestTimeoutError` and
+    anything else means the server could not be reached.
+    """
+    code = (status or "").upper().removeprefix("STATUSCODE.")
     lowered = message.lower()
-    if "exceeds maximum queue size" in lowered or "request timeout expired" in lowered:
-        return RequestRejectedError
-    if "deadline" in lowered or "timed out" in lowered or "timeout" in status or "DEADLINE" in status:
-        return RequestTimeoutError
-    if ("not ready" in lowered or "unknown model" in lowered or "is not found" in lowered
-            or status in ("404", "STATUSCODE.NOT_FOUND")):
+    kind = _BY_STATUS.get(code)
+    if kind is InvalidInputError and "unknown model" in lowered:
         return ModelNotReadyError
-    if status in ("400", "STATUSCODE.INVALID_ARGUMENT"):
-        return InvalidInputError
-    if status in ("503", "STATUSCODE.UNAVAILABLE") or "connect" in lowered or "unavailable" in lowered:
+    if code == "UNAVAILABLE" and ("failed to connect" in lowered or "connection refused" in lowered):
         return ServerUnavailableError
-    return InferenceError
+    if kind is not None:
+        return kind
+    if code:
+        return InferenceError
+    return RequestTimeoutError if ("timed out" in lowered or "timeout" in lowered) else ServerUnavailableError

@@ -5,7 +5,6 @@ Both the sync and the async client use these, so they build identical requests.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,8 +61,9 @@ def chunks(count: int, batch_size: int, max_batch_size: int, costs: Sequence[int
 
 
 def colbert_costs(texts: Sequence[str], max_length: int) -> list[int]:
-    """Upper bounds of each text's ColBERT bytes (a token holds at least one UTF-8 byte)."""
-    return [min(len(text.encode("utf-8")) + 2, max_length) * COLBERT_BYTES_PER_TOKEN for text in texts]
+    """Upper bounds of each text's ColBERT bytes (a token holds at least one UTF-8 byte); a
+    `max_length` of 0 (unknown) bounds by the text alone."""
+    return [min(len(text.encode("utf-8")) + 2, max_length or 1 << 62) * COLBERT_BYTES_PER_TOKEN for text in texts]
 
 
 def text_tensor(texts: Sequence[str]) -> np.ndarray:
@@ -71,11 +71,13 @@ def text_tensor(texts: Sequence[str]) -> np.ndarray:
     return np.array([text.encode("utf-8") for text in texts], dtype=object).reshape(-1, 1)
 
 
-def plan_embed(model: str, texts: Sequence[str], max_batch_size: int, is_passage: bool, dense: bool,
+def plan_embed(model: str, texts: Sequence[str], served: c.ServedModel, is_passage: bool, dense: bool,
                sparse: bool, colbert: bool, batch_size: int, max_length: int | None) -> tuple[list[Chunk], list[Call]]:
-    """The ranges of texts and the embed calls that cover them (ColBERT requests packed by size)."""
-    costs = colbert_costs(texts, max_length or (8192 if is_passage else 512)) if colbert else None
-    ranges = chunks(len(texts), batch_size, max_batch_size, costs, COLBERT_REQUEST_BUDGET)
+    """The ranges of texts and the embed calls that cover them (ColBERT requests packed by size,
+    estimated at the served model's default max length when no `max_length` is given)."""
+    limit = max_length or served.max_length(is_passage) or 0
+    costs = colbert_costs(texts, limit) if colbert else None
+    ranges = chunks(len(texts), batch_size, served.max_batch_size, costs, COLBERT_REQUEST_BUDGET)
     return ranges, embed_calls(model, texts, ranges, is_passage, embed_outputs(dense, sparse, colbert), max_length)
 
 
@@ -132,12 +134,11 @@ def decode_tokens(result: dict[str, np.ndarray], count: int) -> list[TokenizedTe
 
 
 def check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
-    """Three finite, non-negative weights (dense, sparse, colbert) with a positive sum."""
-    values = tuple(float(w) for w in weights)
-    if len(values) != 3 or not all(math.isfinite(w) and w >= 0 for w in values) or sum(values) <= 0:
-        raise InvalidInputError(f"weights must be three finite non-negative numbers (dense, sparse, colbert) "
-                                f"with a positive sum, got {list(weights)}")
-    return values[0], values[1], values[2]
+    """The contract's weight rule (`contract.check_weights`), raised as `InvalidInputError`."""
+    try:
+        return c.check_weights(weights)
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from None
 
 
 def pair_calls(model: str, pairs: Sequence[tuple[str, str]], ranges: Sequence[Chunk], outputs: Sequence[str],

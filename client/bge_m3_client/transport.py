@@ -1,7 +1,12 @@
-"""HTTP and gRPC transports over tritonclient, sync and async, with one interface.
+"""HTTP and gRPC transports over tritonclient, sync and async, behind one small interface.
 
 A transport sends inference calls (binary tensors both ways, never JSON float lists) and maps
-tritonclient's exceptions to our typed errors. `Call` is one request to one model.
+tritonclient's exceptions to our typed errors. `Call` is one request to one model. `Transport` and
+`AsyncTransportLike` are the interfaces the clients use; `bge_m3_client.testing.FakeTransport`
+implements them in memory.
+
+`SyncTransport` is safe to share between threads: tritonclient's clients are not (over HTTP its
+gevent pool belongs to the thread that made it), so each thread gets its own, made on first use.
 """
 
 from __future__ import annotations
@@ -9,12 +14,19 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from bge_m3_client.errors import BGEM3Error, ModelNotReadyError, ServerUnavailableError, classify
+from bge_m3_client.errors import (
+    BGEM3Error,
+    ModelNotReadyError,
+    RequestTimeoutError,
+    ServerUnavailableError,
+    classify,
+)
 
 _GRPC_MAX = 2**31 - 1
 _TRITON_DTYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32", np.dtype(np.int64): "INT64",
@@ -29,6 +41,41 @@ class Call:
     inputs: dict[str, np.ndarray]
     outputs: Sequence[str]
     parameters: dict[str, Any]
+
+
+Result = dict[str, np.ndarray] | BGEM3Error
+
+
+class Transport(Protocol):
+    """What the blocking client needs from a transport."""
+
+    def model_config(self, model: str) -> dict[str, Any]:
+        """The model's configuration (Triton's JSON form); `ModelNotReadyError` when it is not served."""
+
+    def is_model_ready(self, model: str) -> bool:
+        """Whether the model is served and ready."""
+
+    def infer_many(self, calls: Sequence[Call]) -> list[Result]:
+        """Send the calls concurrently; a result or an error per call, in order."""
+
+    def close(self) -> None:
+        """Release the connections."""
+
+
+class AsyncTransportLike(Protocol):
+    """What the asyncio client needs from a transport."""
+
+    async def model_config(self, model: str) -> dict[str, Any]:
+        """See `Transport.model_config`."""
+
+    async def is_model_ready(self, model: str) -> bool:
+        """See `Transport.is_model_ready`."""
+
+    async def infer(self, call: Call) -> Result:
+        """One call; errors are returned, not raised."""
+
+    async def close(self) -> None:
+        """Release the connections."""
 
 
 def _modules(protocol: str) -> Any:
@@ -67,24 +114,50 @@ def to_error(exc: BaseException) -> BGEM3Error:
         return exc
     status = exc.status() if hasattr(exc, "status") else None
     message = exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)
-    if isinstance(exc, (ConnectionError, OSError)) and not hasattr(exc, "status"):
-        return ServerUnavailableError(f"cannot reach the server: {type(exc).__name__}: {exc}")
+    if not hasattr(exc, "status"):
+        if isinstance(exc, TimeoutError) or "timeout" in type(exc).__name__.lower():
+            return RequestTimeoutError(f"no answer in time: {type(exc).__name__}: {exc}")
+        if isinstance(exc, (ConnectionError, OSError)):
+            return ServerUnavailableError(f"cannot reach the server: {type(exc).__name__}: {exc}")
     return classify(str(status) if status is not None else None, message or type(exc).__name__)(message)
 
 
 class SyncTransport:
-    """Blocking transport; `infer_many` keeps up to `concurrency` requests in flight."""
+    """Blocking transport; `infer_many` keeps up to `concurrency` requests in flight.
+
+    Thread-safe: every thread that uses it gets its own tritonclient client (and connections).
+    """
 
     def __init__(self, url: str, protocol: str, timeout: float, concurrency: int) -> None:
+        self.url = url
         self.protocol = protocol
         self.module = _modules(protocol)
         self.timeout = timeout
-        if protocol == "http":
-            self.client = self.module.InferenceServerClient(url, concurrency=concurrency, connection_timeout=timeout,
-                                                            network_timeout=timeout)
-        else:
-            self.client = self.module.InferenceServerClient(url, channel_args=[
-                ("grpc.max_send_message_length", _GRPC_MAX), ("grpc.max_receive_message_length", _GRPC_MAX)])
+        self.concurrency = concurrency
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._clients: list[Any] = []
+        self._closed = False
+
+    @property
+    def client(self) -> Any:
+        """This thread's tritonclient client, made on first use."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            with self._lock:
+                if self._closed:
+                    raise ServerUnavailableError("the client is closed")
+                client = self._new_client()
+                self._clients.append(client)
+            self._local.client = client
+        return client
+
+    def _new_client(self) -> Any:
+        if self.protocol == "http":
+            return self.module.InferenceServerClient(self.url, concurrency=self.concurrency,
+                                                     connection_timeout=self.timeout, network_timeout=self.timeout)
+        return self.module.InferenceServerClient(self.url, channel_args=[
+            ("grpc.max_send_message_length", _GRPC_MAX), ("grpc.max_receive_message_length", _GRPC_MAX)])
 
     def model_config(self, model: str) -> dict[str, Any]:
         """The model's configuration as a dict; a missing model is `ModelNotReadyError`."""
@@ -103,18 +176,19 @@ class SyncTransport:
         except Exception:
             return False
 
-    def infer_many(self, calls: Sequence[Call]) -> list[dict[str, np.ndarray] | BGEM3Error]:
+    def infer_many(self, calls: Sequence[Call]) -> list[Result]:
         """Send all calls concurrently; results (or errors) in call order."""
+        client = self.client
         if self.protocol == "http":
             pending = []
             for call in calls:
                 inputs, outputs = _build(self.module, call)
                 try:
-                    pending.append(self.client.async_infer(call.model, inputs, outputs=outputs,
-                                                           parameters=call.parameters or None))
+                    pending.append(client.async_infer(call.model, inputs, outputs=outputs,
+                                                      parameters=call.parameters or None))
                 except Exception as exc:
                     pending.append(exc)
-            results: list[dict[str, np.ndarray] | BGEM3Error] = []
+            results: list[Result] = []
             for call, item in zip(calls, pending):
                 try:
                     if isinstance(item, Exception):
@@ -134,10 +208,10 @@ class SyncTransport:
                 else:
                     future.set_result(result)
 
-            self.client.async_infer(call.model, inputs, done, outputs=outputs, parameters=call.parameters or None,
-                                    client_timeout=self.timeout)
+            client.async_infer(call.model, inputs, done, outputs=outputs, parameters=call.parameters or None,
+                               client_timeout=self.timeout)
             futures.append(future)
-        grpc_results: list[dict[str, np.ndarray] | BGEM3Error] = []
+        grpc_results: list[Result] = []
         for call, future in zip(calls, futures):
             try:
                 grpc_results.append(_unpack(future.result(), call.outputs))
@@ -146,8 +220,15 @@ class SyncTransport:
         return grpc_results
 
     def close(self) -> None:
-        """Close connections."""
-        self.client.close()
+        """Close every thread's connections; later calls fail with `ServerUnavailableError`."""
+        with self._lock:
+            self._closed = True
+            clients, self._clients = self._clients, []
+        for client in clients:
+            try:
+                client.close()
+            except Exception:  # a client made in a thread that has ended may not close cleanly
+                pass
 
 
 class AsyncTransport:
@@ -185,7 +266,7 @@ class AsyncTransport:
         except Exception:
             return False
 
-    async def infer(self, call: Call) -> dict[str, np.ndarray] | BGEM3Error:
+    async def infer(self, call: Call) -> Result:
         """One call; errors are returned, not raised, so a batch of calls can report each."""
         inputs, outputs = _build(self.module, call)
         async with self.semaphore:

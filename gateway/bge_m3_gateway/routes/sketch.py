@@ -12,11 +12,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from bge_m3_client import contract as c
+from bge_m3_client.adapters import SKETCH_RERANK_LENGTHS
 from bge_m3_gateway.errors import ApiError
 from bge_m3_gateway.routes.common import JSON, backend, served, settings, text_list
 
 router = APIRouter(tags=["Seed sketch"])
-SKETCH_QUERY_MAX_LENGTH, SKETCH_PASSAGE_MAX_LENGTH = 256, 5000
 
 
 class SketchEmbedRequest(BaseModel):
@@ -49,6 +49,6 @@ async def sketch_rerank(body: SketchRerankRequest, request: Request) -> JSON:
                        "sentence_pairs")
     text_list([q for q, _ in pairs], "sentence_pairs", settings(request).max_inputs)
     scores = await backend(request).score_pairs([(q, p) for q, p in pairs], c.DEFAULT_WEIGHTS,
-                                                SKETCH_QUERY_MAX_LENGTH, SKETCH_PASSAGE_MAX_LENGTH)
+                                                *SKETCH_RERANK_LENGTHS)
     served(request, "/rerank/", len(pairs))
-    return JSON({"scores": [s[c.SCORE_COLUMNS[-1]] for s in scores]})
+    return JSON({"scores": [s[c.COMBINED_SCORE] for s in scores]})

@@ -1,23 +1,22 @@
 """Triton adapter for the BGE-M3 embed model: dense, sparse and ColBERT outputs from one forward pass.
 
-Thin by design: settings from config.pbtxt parameters (and `BGE_M3_*` environment overrides),
+Thin by design: settings from config.pbtxt parameters (environment overrides only on request),
 the model core from `bge_m3_triton`, per-request errors from `BatchExecutor`.
 """
 
 import triton_python_backend_utils as pb_utils
 
 from bge_m3_client import contract
-from bge_m3_triton.m3 import M3Model
+from bge_m3_triton.core.m3 import M3Model
 from bge_m3_triton.serving.embed import EmbedService
-from bge_m3_triton.serving.triton_glue import BatchExecutor
-from bge_m3_triton.settings import ModelSettings
+from bge_m3_triton.serving.triton_glue import BatchExecutor, settings_from_args
 
 
 class TritonPythonModel:
     """BGE-M3 embeddings for every request of a dynamic batch, in token-budget sub-batches."""
 
     def initialize(self, args):
-        settings = ModelSettings.from_triton_args(args)
+        settings = settings_from_args(args)
         self.service = EmbedService(M3Model.load(settings))
         self.executor = BatchExecutor(pb_utils, args["model_name"], contract.EMBED_OUTPUTS, settings.max_text_bytes)
 

@@ -3,23 +3,19 @@
 Holds no weights: it embeds through the `bge_m3` model over BLS and scores here.
 """
 
-import json
-
 import triton_python_backend_utils as pb_utils
 
 from bge_m3_client import contract
 from bge_m3_triton.serving.rerank import RerankService
-from bge_m3_triton.serving.triton_glue import BatchExecutor
-from bge_m3_triton.settings import ModelSettings
+from bge_m3_triton.serving.triton_glue import BatchExecutor, settings_from_args
 
 
 class TritonPythonModel:
     """Scores of (query, passage) pairs for every request of a dynamic batch."""
 
     def initialize(self, args):
-        settings = ModelSettings.from_triton_args(args)
-        embed_max_batch = int(json.loads(args["model_config"]).get("max_batch_size", 64))
-        self.service = RerankService(pb_utils, settings, embed_max_batch)
+        settings = settings_from_args(args)
+        self.service = RerankService(pb_utils, settings)
         self.executor = BatchExecutor(pb_utils, args["model_name"], {contract.SCORES: "FP32"},
                                       settings.max_text_bytes)
 

@@ -3,17 +3,16 @@
 import triton_python_backend_utils as pb_utils
 
 from bge_m3_client import contract
-from bge_m3_triton.cross_encoder import CrossEncoder
+from bge_m3_triton.core.cross_encoder import CrossEncoder
 from bge_m3_triton.serving.cross import CrossEncoderService
-from bge_m3_triton.serving.triton_glue import BatchExecutor
-from bge_m3_triton.settings import ModelSettings
+from bge_m3_triton.serving.triton_glue import BatchExecutor, settings_from_args
 
 
 class TritonPythonModel:
     """Cross-encoder scores for every request of a dynamic batch, in token-budget sub-batches."""
 
     def initialize(self, args):
-        settings = ModelSettings.from_triton_args(args)
+        settings = settings_from_args(args)
         self.service = CrossEncoderService(CrossEncoder.load(settings))
         self.executor = BatchExecutor(pb_utils, args["model_name"], {contract.SCORE: "FP32"}, settings.max_text_bytes)
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from bge_m3_client import contract as c
 from bge_m3_client.results import split_ragged
-from bge_m3_triton.scoring import TextVectors
+from bge_m3_triton.core.scoring import TextVectors
 from bge_m3_triton.serving.params import InvalidRequest
 
 _OUTPUTS = [c.DENSE, c.SPARSE_INDICES, c.SPARSE_VALUES, c.SPARSE_LENGTHS, c.COLBERT, c.COLBERT_LENGTHS]

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bge_m3_client import contract as c
-from bge_m3_triton.cross_encoder import CrossEncoder
+from bge_m3_triton.core.cross_encoder import CrossEncoder
 from bge_m3_triton.serving.params import InvalidRequest
 from bge_m3_triton.serving.triton_glue import Outputs, RequestView
 

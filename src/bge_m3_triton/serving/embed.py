@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from bge_m3_client import contract as c
-from bge_m3_triton.m3 import M3Model, TextEmbedding
+from bge_m3_triton.core.m3 import M3Model, TextEmbedding
+from bge_m3_triton.core.tokens import Tokenized
 from bge_m3_triton.serving.params import InvalidRequest
 from bge_m3_triton.serving.triton_glue import Outputs, RequestView
-from bge_m3_triton.tokens import Tokenized
 
 
 @dataclasses.dataclass(frozen=True)

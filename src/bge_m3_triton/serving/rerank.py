@@ -14,13 +14,15 @@ from typing import Any
 import numpy as np
 
 from bge_m3_client import contract as c
-from bge_m3_triton.scoring import TextVectors, all_scores
+from bge_m3_triton.core.scoring import TextVectors, all_scores
+from bge_m3_triton.core.settings import ModelSettings
 from bge_m3_triton.serving import bls
 from bge_m3_triton.serving.params import InvalidRequest
 from bge_m3_triton.serving.triton_glue import Outputs, RequestView
-from bge_m3_triton.settings import ModelSettings
 
-MAX_POSITIONS = 8192
+# No upper bound here: the embed model refuses a max length over its checkpoint's position limit,
+# and that refusal comes back through BLS as this request's INVALID_ARG.
+NO_LIMIT = 2**31 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,27 +39,28 @@ class RerankJob:
 class RerankService:
     """Parses rerank requests and scores every pair of a dynamic batch."""
 
-    def __init__(self, pb: Any, settings: ModelSettings, embed_max_batch: int) -> None:
+    def __init__(self, pb: Any, settings: ModelSettings) -> None:
         self.pb = pb
         self.settings = settings
-        self.embed_max_batch = embed_max_batch
 
     def parse(self, view: RequestView) -> RerankJob:
         """Validate one request; raises `InvalidRequest` with the reason."""
         params = view.params()
         params.check_known((*c.PARAM_WEIGHTS, c.PARAM_MAX_QUERY_LENGTH, c.PARAM_MAX_PASSAGE_LENGTH))
         weights = tuple(params.get_float(name, default) for name, default in zip(c.PARAM_WEIGHTS, c.DEFAULT_WEIGHTS))
-        if weights[0] + weights[1] <= 0:
-            raise InvalidRequest("dense_weight + sparse_weight must be positive (the sparse+dense score divides by it)")
+        try:
+            checked = c.check_weights(weights)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
         queries, passages = view.texts(c.QUERY), view.texts(c.PASSAGE)
         if len(queries) != len(passages):
             raise InvalidRequest(f"{c.QUERY} has {len(queries)} rows but {c.PASSAGE} has {len(passages)}")
         return RerankJob(
-            queries=queries, passages=passages, weights=(weights[0], weights[1], weights[2]),
+            queries=queries, passages=passages, weights=checked,
             max_query_length=params.get_int(c.PARAM_MAX_QUERY_LENGTH, self.settings.query_max_length, 2,
-                                            MAX_POSITIONS),
+                                            NO_LIMIT),
             max_passage_length=params.get_int(c.PARAM_MAX_PASSAGE_LENGTH, self.settings.passage_max_length, 2,
-                                              MAX_POSITIONS))
+                                              NO_LIMIT))
 
     async def run(self, jobs: Sequence[RerankJob]) -> list[Outputs | Exception]:
         """Embed every distinct (text, max length) once, then score each job's pairs."""
@@ -70,7 +73,7 @@ class RerankService:
             text_list = list(texts)
             try:
                 embedded: Sequence[TextVectors | Exception] = await bls.embed_texts(
-                    self.pb, self.settings.embed_model, text_list, max_length, self.embed_max_batch)
+                    self.pb, self.settings.embed_model, text_list, max_length, self.settings.embed_max_batch_size)
             except Exception as exc:  # answer the jobs that needed these texts with the error
                 embedded = [exc] * len(text_list)
             vectors.update({(max_length, text): v for text, v in zip(text_list, embedded)})

@@ -6,17 +6,35 @@ also lets the unit tests use a stand-in.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import os
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from bge_m3_triton.core.settings import ModelSettings
 from bge_m3_triton.serving.params import InvalidRequest, RequestParams
 
 LOG = logging.getLogger(__name__)
 Job = TypeVar("Job")
 Outputs = dict[str, np.ndarray]
+
+
+def settings_from_args(args: Mapping[str, str], env: Mapping[str, str] | None = None) -> ModelSettings:
+    """The model's settings from the `args` Triton passes to `initialize` (its config's parameters);
+    `device: auto` becomes the Triton instance's device."""
+    config = json.loads(args["model_config"])
+    parameters = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
+    settings = ModelSettings.from_sources(parameters, os.environ if env is None else env, args["model_name"])
+    if settings.device == "auto":
+        kind = args.get("model_instance_kind", "CPU")
+        device = f"cuda:{args.get('model_instance_device_id', '0')}" if kind == "GPU" else "cpu"
+        settings = dataclasses.replace(settings, device=device)
+    LOG.info("%s runs with %s", args["model_name"], settings)
+    return settings
 
 
 class RequestView:

@@ -17,9 +17,10 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from bge_m3_triton.render import Deployment, render_repository
+from bge_m3_triton.core.settings import ENV_OVERRIDES
+from bge_m3_triton.ops.render import Deployment, render_repository
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 @dataclasses.dataclass
@@ -125,6 +126,9 @@ def serve(deployment: Deployment, options: ServerOptions, workdir: Path | None =
     workdir = workdir or Path(tempfile.mkdtemp(prefix="bge-m3-triton-"))
     repository, backends = prepare(deployment, workdir, source)
     env = dict(os.environ) if installed_tritonserver() else server_environment()
+    if env.pop(ENV_OVERRIDES, None):
+        print(f"bge-m3-triton: {ENV_OVERRIDES} is ignored by the launcher: flags and environment variables "
+              "are rendered into the served config.pbtxt files", file=sys.stderr)
     processes = [subprocess.Popen(server_command(repository, backends, options), env=env)]
     if options.gateway_port:
         processes.append(subprocess.Popen(gateway_command(options), env=dict(os.environ)))

@@ -1,13 +1,17 @@
-"""`bge-m3-triton`: serve, render, make-test-model, health."""
+"""`bge-m3-triton`: serve, render, make-test-model, health, info, settings."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from bge_m3_triton.render import Deployment, deployment_from_env
+from bge_m3_triton.core.settings import SETTINGS, Setting, SettingsError, markdown_table
+from bge_m3_triton.ops.render import Deployment, deployment_from_env
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--url", default="localhost:8000")
     health.add_argument("--timeout", type=float, default=10.0)
 
+    info = commands.add_parser("info", help="print the settings each served model runs with (JSON)")
+    info.add_argument("--url", default="localhost:8000", help="Triton's HTTP address")
+
+    commands.add_parser("settings", help="print the settings table (Markdown, as in the README)")
     return parser
 
 
@@ -52,18 +60,23 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `bge-m3-triton` command."""
     args = build_parser().parse_args(argv)
     if args.command == "make-test-model":
-        from bge_m3_triton.testmodel import make_test_model
+        from bge_m3_triton.ops.testmodel import make_test_model
 
         print(make_test_model(args.folder, args.preset, args.seed, args.reranker, args.format))
         return 0
     if args.command == "health":
         return _health(args.url, args.timeout)
-    from bge_m3_triton import launcher
+    if args.command == "info":
+        return _info(args.url)
+    if args.command == "settings":
+        print(markdown_table(), end="")
+        return 0
+    from bge_m3_triton.ops import launcher
 
     deployment = deployment_from_args(args)
     source = args.model_repository or launcher.default_model_repository()
     if args.command == "render":
-        from bge_m3_triton.render import render_repository
+        from bge_m3_triton.ops.render import render_repository
 
         print(render_repository(source, args.target, deployment))
         return 0
@@ -75,37 +88,68 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _deployment_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="BGE-M3 checkpoint: hub id or folder (default BAAI/bge-m3)")
-    parser.add_argument("--revision", help="hub revision of --model")
-    parser.add_argument("--reranker", help="cross-encoder checkpoint (e.g. BAAI/bge-reranker-v2-m3) to serve too")
-    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"))
-    parser.add_argument("--device", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--instances", type=int, help="model instances (default 1)")
-    parser.add_argument("--query-max-length", type=int)
-    parser.add_argument("--passage-max-length", type=int)
-    parser.add_argument("--max-batch-tokens", type=int, help="padded-token budget of one forward pass")
-    parser.add_argument("--max-batch-size", type=int, help="texts per request and per dynamic batch")
-    parser.add_argument("--queue-delay-us", type=int, help="dynamic batcher's max queue delay")
-    parser.add_argument("--queue-timeout-us", type=int, help="reject requests queued longer than this")
-    parser.add_argument("--max-queue-size", type=int, help="reject requests beyond this many queued")
-    parser.add_argument("--torch-threads", type=int, help="intra-op threads per instance (default: cores/instances)")
+    """One flag per setting of the table (`bge_m3_triton.core.settings.SETTINGS`)."""
+    for setting in SETTINGS:
+        if not setting.flag:
+            continue
+        environment = f" [env: {', '.join(setting.env)}]" if setting.env else ""
+        parser.add_argument(setting.option, dest=setting.name, metavar=setting.name.upper() if not setting.choices
+                            else None, choices=setting.choices or None,
+                            type=functools.partial(_flag_value, setting),
+                            help=f"{setting.help} (default {setting.default!r}){environment}")
     parser.add_argument("--model-repository", type=Path, help="the source model repository")
     parser.add_argument("--models", help="comma-separated models to serve (default: bge_m3, bge_m3_rerank and, "
                                          "with --reranker, bge_reranker)")
 
 
-def deployment_from_args(args: argparse.Namespace) -> Deployment:
+def _flag_value(setting: Setting, raw: str) -> Any:
+    try:
+        return setting.parse(raw, setting.option)
+    except SettingsError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def deployment_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Deployment:
     """Environment variables first, command-line flags over them."""
-    deployment = deployment_from_env(os.environ)
-    for field in ("model", "revision", "reranker", "dtype", "device", "instances", "query_max_length",
-                  "passage_max_length", "max_batch_tokens", "max_batch_size", "queue_delay_us",
-                  "queue_timeout_us", "max_queue_size", "torch_threads"):
-        value = getattr(args, field)
+    deployment = deployment_from_env(os.environ if env is None else env)
+    for setting in SETTINGS:
+        value = getattr(args, setting.name, None)
         if value is not None:
-            setattr(deployment, field, value)
+            setattr(deployment, setting.name, value)
     if args.models:
         deployment.only_models = [name.strip() for name in args.models.split(",") if name.strip()]
     return deployment
+
+
+def _info(url: str) -> int:
+    import json
+
+    import tritonclient.http as http
+
+    from bge_m3_triton.core.settings import ALL_MODELS
+
+    client = http.InferenceServerClient(url)
+    try:
+        report = {}
+        for name in ALL_MODELS:
+            if not client.is_model_ready(name):
+                continue
+            config = client.get_model_config(name)
+            batching = config.get("dynamic_batching", {})
+            report[name] = {
+                "max_batch_size": config.get("max_batch_size"),
+                "queue_delay_us": int(batching.get("max_queue_delay_microseconds", 0)),
+                "instances": [{"kind": g.get("kind"), "count": g.get("count"), "gpus": g.get("gpus", [])}
+                              for g in config.get("instance_group", [])],
+                "parameters": {k: v.get("string_value") for k, v in config.get("parameters", {}).items()},
+            }
+    except Exception as exc:
+        print(f"cannot read the served models from {url}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(json.dumps(report, indent=2))
+    return 0 if report else 1
 
 
 def _health(url: str, timeout: float) -> int:

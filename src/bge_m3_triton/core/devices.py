@@ -11,7 +11,13 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def cpu_has_fast_bf16(cpuinfo: str | None = None) -> bool:
-    """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX), where bf16 beats fp32."""
+    """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX) and torch's oneDNN may use it.
+
+    The CPU's flags alone are not enough: `ONEDNN_MAX_CPU_ISA=AVX2` (or a torch built without
+    those kernels) leaves bf16 emulated and ~100x slower although /proc/cpuinfo lists avx512_bf16.
+    """
+    if not runtime_bf16_supported():
+        return False
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
@@ -23,6 +29,14 @@ def cpu_has_fast_bf16(cpuinfo: str | None = None) -> bool:
             flags.update(line.split(":", 1)[-1].split())
             break
     return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def runtime_bf16_supported() -> bool:
+    """Whether this torch runs bf16 matmuls on oneDNN's native kernels here."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def resolve_device(name: str) -> torch.device:

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from bge_m3_triton import checkpoint, devices
-from bge_m3_triton.batching import pad_batch, plan_sub_batches
-from bge_m3_triton.postprocess import colbert_vectors, sparse_weights
-from bge_m3_triton.settings import ModelSettings
-from bge_m3_triton.tokens import Tokenized, load_tokenizer, tokenize
+from bge_m3_triton.core import checkpoint
+from bge_m3_triton.core.batching import pad_batch, plan_sub_batches
+from bge_m3_triton.core.loading import load_pretrained, position_limit
+from bge_m3_triton.core.postprocess import colbert_vectors, sparse_weights
+from bge_m3_triton.core.settings import ModelSettings
+from bge_m3_triton.core.tokens import Tokenized, load_tokenizer, tokenize
 
 LOG = logging.getLogger(__name__)
 OUTPUTS = ("dense", "sparse", "colbert")
@@ -54,9 +55,7 @@ class M3Model:
         self.vocab_size = int(config.vocab_size)
         self.hidden_size = int(config.hidden_size)
         self.colbert_dim = int(colbert_head.out_features)
-        pad = int(getattr(config, "pad_token_id", 1) or 1)
-        # XLM-R positions start after the padding index: 8194 positions hold 8192 tokens.
-        self.max_positions = int(config.max_position_embeddings) - pad - 1
+        self.max_positions = position_limit(config)
         self.pad_id = int(tokenizer.pad_token_id)  # type: ignore[attr-defined]
         self.unused_ids = sorted({int(tokenizer.cls_token_id), int(tokenizer.eos_token_id),  # type: ignore[attr-defined]
                                   self.pad_id, int(tokenizer.unk_token_id)})  # type: ignore[attr-defined]
@@ -66,18 +65,8 @@ class M3Model:
         """Load encoder, both heads and tokenizer from `settings.model` onto `settings.device`."""
         from transformers import AutoModel
 
-        folder = checkpoint.resolve_checkpoint(settings.model, settings.revision, required=checkpoint.M3_HEADS)
-        checkpoint.encoder_weights_file(folder)
-        device = devices.resolve_device("cpu" if settings.device == "auto" else settings.device)
-        dtype = devices.resolve_dtype(settings.dtype, device)
-        if device.type == "cpu":
-            devices.configure_threads(settings.torch_threads)
-        try:
-            encoder = AutoModel.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
-        except Exception as exc:
-            raise checkpoint.CheckpointError(f"could not load the encoder from {folder.name!r}: "
-                                             f"{type(exc).__name__}: {exc}") from None
-        encoder = encoder.to(device).eval()
+        loaded = load_pretrained(settings, AutoModel, "encoder", required=checkpoint.M3_HEADS)
+        folder, encoder, device = loaded.folder, loaded.model, loaded.device
         hidden = int(encoder.config.hidden_size)
         # The heads are ~1% of the compute: they run in fp32 on the encoder's output, which keeps
         # the sparse weights (small values near the ReLU's zero) much closer to fp32 under bf16.
@@ -85,7 +74,6 @@ class M3Model:
         sparse_head = checkpoint.load_linear_head(folder / "sparse_linear.pt", hidden, torch.float32, device)
         if sparse_head.out_features != 1:
             raise checkpoint.CheckpointError("sparse_linear.pt must project to one weight per token")
-        LOG.info("loaded %s on %s as %s", settings.model, device, dtype)
         return cls(encoder, colbert_head, sparse_head, load_tokenizer(folder), device, settings)
 
     @property

@@ -12,10 +12,11 @@ from typing import Any
 
 import torch
 
-from bge_m3_triton import checkpoint, devices
-from bge_m3_triton.batching import pad_batch, plan_sub_batches
-from bge_m3_triton.settings import ModelSettings
-from bge_m3_triton.tokens import load_tokenizer
+from bge_m3_triton.core.batching import pad_batch, plan_sub_batches
+from bge_m3_triton.core.checkpoint import CheckpointError
+from bge_m3_triton.core.loading import load_pretrained, position_limit
+from bge_m3_triton.core.settings import ModelSettings
+from bge_m3_triton.core.tokens import load_tokenizer
 
 LOG = logging.getLogger(__name__)
 
@@ -29,8 +30,7 @@ class CrossEncoder:
         self.device = device
         self.settings = settings
         config: Any = model.config
-        pad = int(getattr(config, "pad_token_id", 1) or 1)
-        self.max_positions = int(config.max_position_embeddings) - pad - 1
+        self.max_positions = position_limit(config)
         self.pad_id = int(tokenizer.pad_token_id)
 
     @classmethod
@@ -38,21 +38,11 @@ class CrossEncoder:
         """Load the checkpoint named by `settings.model` onto `settings.device`."""
         from transformers import AutoModelForSequenceClassification
 
-        folder = checkpoint.resolve_checkpoint(settings.model, settings.revision)
-        checkpoint.encoder_weights_file(folder)
-        device = devices.resolve_device("cpu" if settings.device == "auto" else settings.device)
-        dtype = devices.resolve_dtype(settings.dtype, device)
-        if device.type == "cpu":
-            devices.configure_threads(settings.torch_threads)
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
-        except Exception as exc:
-            raise checkpoint.CheckpointError(f"could not load the cross-encoder from {folder.name!r}: "
-                                             f"{type(exc).__name__}: {exc}") from None
-        if int(model.config.num_labels) != 1:
-            raise checkpoint.CheckpointError(f"a reranker has one label; {folder.name!r} has {model.config.num_labels}")
-        LOG.info("loaded cross-encoder %s on %s as %s", settings.model, device, dtype)
-        return cls(model.to(device).eval(), load_tokenizer(folder), device, settings)
+        loaded = load_pretrained(settings, AutoModelForSequenceClassification, "cross-encoder")
+        labels = int(loaded.model.config.num_labels)
+        if labels != 1:
+            raise CheckpointError(f"a reranker has one label; {loaded.folder.name!r} has {labels}")
+        return cls(loaded.model, load_tokenizer(loaded.folder), loaded.device, settings)
 
     def pair_ids(self, queries: Sequence[str], passages: Sequence[str], max_length: int,
                  query_max_length: int) -> list[list[int]]:

@@ -1,0 +1,52 @@
+"""The one loader of transformer checkpoints, for the BGE-M3 encoder and the cross-encoder alike:
+find the checkpoint, pick device, dtype and threads, load with SDPA attention, and say clearly why
+a checkpoint cannot be loaded."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bge_m3_triton.core import checkpoint, devices
+from bge_m3_triton.core.settings import ModelSettings
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Loaded:
+    """A loaded model in eval mode on its device, and where it came from."""
+
+    folder: Path
+    model: Any  # a transformers PreTrainedModel (a torch.nn.Module)
+    device: torch.device
+    dtype: torch.dtype
+
+
+def load_pretrained(settings: ModelSettings, auto_class: Any, what: str, required: Sequence[str] = ()) -> Loaded:
+    """Load `settings.model` with a transformers auto class (`AutoModel`, ...); `what` names it in errors."""
+    folder = checkpoint.resolve_checkpoint(settings.model, settings.revision, required=tuple(required))
+    checkpoint.encoder_weights_file(folder)
+    device = devices.resolve_device("cpu" if settings.device == "auto" else settings.device)
+    dtype = devices.resolve_dtype(settings.dtype, device)
+    if device.type == "cpu":
+        devices.configure_threads(settings.torch_threads)
+    try:
+        model = auto_class.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
+    except Exception as exc:
+        raise checkpoint.CheckpointError(f"could not load the {what} from {folder.name!r}: "
+                                         f"{type(exc).__name__}: {exc}") from None
+    LOG.info("loaded %s %s on %s as %s", what, settings.model, device, dtype)
+    return Loaded(folder, model.to(device).eval(), device, dtype)
+
+
+def position_limit(config: Any) -> int:
+    """The most tokens an XLM-R-style model takes: its positions start after the padding index,
+    so 8194 positions hold 8192 tokens."""
+    pad = int(getattr(config, "pad_token_id", 1) or 1)
+    return int(config.max_position_embeddings) - pad - 1

@@ -1,0 +1,201 @@
+"""Every setting of a deployment, declared once, and the validated settings one served model runs with.
+
+`SETTINGS` is the one table: name, type, default, bounds, command-line flag, environment names
+(ours, then the RunPod sketch's), where the value lands in `config.pbtxt`, and which models take it.
+The CLI flags, the environment parsing, the rendering of `config.pbtxt` and the README's table are
+all generated from it; `ModelSettings` takes its defaults from it, and a test checks the shipped
+`config.pbtxt` files against it.
+
+Inside a model (`ModelSettings.from_sources`) the values come from the rendered `config.pbtxt`
+parameters. `<MODEL_NAME>_<PARAMETER>` environment variables (`BGE_M3_DTYPE`, ...) override them
+only when `BGE_M3_ENV_OVERRIDES=1` is set, for people running a stock `tritonserver` on this
+repository; the launcher never sets it, so its rendered repository is the one truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+EMBED, RERANK, CROSS_ENCODER = "bge_m3", "bge_m3_rerank", "bge_reranker"
+ALL_MODELS = (EMBED, RERANK, CROSS_ENCODER)
+ENV_OVERRIDES = "BGE_M3_ENV_OVERRIDES"
+
+# Where a setting lands in config.pbtxt: a `parameters` key, or one of these structural fields.
+MAX_BATCH_SIZE, QUEUE_DELAY, QUEUE_TIMEOUT, QUEUE_SIZE = "max_batch_size", "queue_delay", "queue_timeout", "queue_size"
+INSTANCE_KIND, INSTANCE_COUNT = "instance_kind", "instance_count"
+STRUCTURAL = (MAX_BATCH_SIZE, QUEUE_DELAY, QUEUE_TIMEOUT, QUEUE_SIZE, INSTANCE_KIND, INSTANCE_COUNT)
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use; the message names it and where it came from."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One row of the settings table."""
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    env: tuple[str, ...] = ()
+    lands: str = ""  # a config.pbtxt parameter key or a STRUCTURAL name; "" = a model parameter named `name`
+    models: tuple[str, ...] = ALL_MODELS
+    minimum: int | None = None
+    choices: tuple[str, ...] = ()
+    flag: bool = True  # whether `bge-m3-triton serve/render` take it as --name-with-dashes
+
+    @property
+    def option(self) -> str:
+        """The command-line flag."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def target(self) -> str:
+        """Where the value lands in config.pbtxt."""
+        return self.lands or self.name
+
+    def parse(self, raw: Any, source: str) -> Any:
+        """Convert and check a value; `source` names where it came from for the error message."""
+        if self.kind is int:
+            try:
+                value: Any = int(str(raw).strip())
+            except ValueError:
+                raise SettingsError(f"{source} must be an integer, got {raw!r}") from None
+            if self.minimum is not None and value < self.minimum:
+                raise SettingsError(f"{source} must be at least {self.minimum}, got {value}")
+            return value
+        value = str(raw).strip()
+        if self.choices and value not in self.choices:
+            raise SettingsError(f"{source} must be one of {', '.join(self.choices)}, got {value!r}")
+        return value
+
+
+_W = (EMBED, CROSS_ENCODER)  # the models that hold weights
+SETTINGS: tuple[Setting, ...] = (
+    Setting("model", str, "BAAI/bge-m3", "BGE-M3 checkpoint: hub id or local folder", ("BGE_M3_MODEL",),
+            models=(EMBED,)),
+    Setting("revision", str, "", "hub revision of --model (branch, tag or commit)", ("BGE_M3_REVISION",),
+            models=(EMBED,)),
+    Setting("reranker", str, "", "cross-encoder checkpoint (e.g. BAAI/bge-reranker-v2-m3); served only when set",
+            ("BGE_RERANKER_MODEL",), lands="model", models=(CROSS_ENCODER,)),
+    Setting("dtype", str, "auto", "weights' dtype; auto: bf16 on GPUs and on CPUs whose torch runs bf16 "
+            "natively, else fp32", ("BGE_M3_DTYPE",), models=_W, choices=DTYPES),
+    Setting("device", str, "cpu", "cpu, cuda (every GPU) or cuda:N", ("GPU_DEVICE", "BGE_M3_DEVICE"),
+            lands=INSTANCE_KIND, models=_W),
+    Setting("instances", int, 1, "model instances (CPU: the cores are split between them)",
+            ("MAX_MODELS", "BGE_M3_INSTANCES"), lands=INSTANCE_COUNT, models=_W, minimum=1),
+    Setting("query_max_length", int, 512, "default max tokens of a query", ("BGE_M3_QUERY_MAX_LENGTH",),
+            models=(EMBED, RERANK), minimum=2),
+    Setting("passage_max_length", int, 8192, "default max tokens of a passage", ("BGE_M3_PASSAGE_MAX_LENGTH",),
+            models=(EMBED, RERANK), minimum=2),
+    Setting("reranker_max_length", int, 512, "default max tokens of a cross-encoder (query, passage) pair",
+            ("BGE_RERANKER_MAX_LENGTH",), lands="passage_max_length", models=(CROSS_ENCODER,), minimum=4),
+    Setting("max_batch_tokens", int, 4096, "padded-token budget of one forward pass (rows x longest row)",
+            ("BGE_M3_MAX_BATCH_TOKENS",), models=_W, minimum=1),
+    Setting("max_batch_texts", int, 64, "rows of one forward pass at most", ("BGE_M3_MAX_BATCH_TEXTS",),
+            models=_W, minimum=1),
+    Setting("max_batch_size", int, 64, "texts per request and per dynamic batch", ("BGE_M3_MAX_BATCH_SIZE",),
+            lands=MAX_BATCH_SIZE, minimum=1),
+    Setting("queue_delay_us", int, 5000, "how long the dynamic batcher waits to fill a batch (the rerank "
+            "model, which only fans out to bge_m3, keeps 2 ms)", ("BGE_M3_QUEUE_DELAY_US",), lands=QUEUE_DELAY,
+            models=_W, minimum=0),
+    Setting("queue_timeout_us", int, 60_000_000, "requests queued longer than this are refused",
+            ("BGE_M3_QUEUE_TIMEOUT_US",), lands=QUEUE_TIMEOUT, minimum=0),
+    Setting("max_queue_size", int, 1024, "requests beyond this many queued are refused",
+            ("BGE_M3_MAX_QUEUE_SIZE",), lands=QUEUE_SIZE, minimum=0),
+    Setting("torch_threads", int, 0, "intra-op threads per instance; 0: the cores divided by the instances",
+            ("BGE_M3_TORCH_THREADS",), models=_W, minimum=0),
+    Setting("max_text_bytes", int, 2_000_000, "largest text accepted, UTF-8 bytes", ("BGE_M3_MAX_TEXT_BYTES",),
+            minimum=1),
+    Setting("max_response_bytes", int, 1 << 30, "largest embed response (long ColBERT outputs are refused)",
+            ("BGE_M3_MAX_RESPONSE_BYTES",), models=(EMBED,), minimum=1),
+    # Wiring between the models, rendered from the settings above rather than set.
+    Setting("embed_model", str, EMBED, "the embed model the rerank model calls over BLS", models=(RERANK,),
+            flag=False),
+    Setting("embed_max_batch_size", int, 64, "the embed model's max_batch_size (the rerank model's BLS chunks)",
+            models=(RERANK,), minimum=1, flag=False),
+)
+BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
+
+
+def default(name: str) -> Any:
+    """A setting's documented default (the value the shipped config.pbtxt holds)."""
+    return BY_NAME[name].default
+
+
+def markdown_table() -> str:
+    """The README's configuration table."""
+    lines = ["| flag | environment | default | models | what it sets |", "|---|---|---|---|---|"]
+    for s in SETTINGS:
+        if not s.flag:
+            continue
+        env = ", ".join(f"`{name}`" for name in s.env)
+        shown = f"`{s.default}`" if s.default != "" else "(none)"
+        choices = f" ({' / '.join(s.choices)})" if s.choices else ""
+        lines.append(f"| `{s.option}` | {env} | {shown} | {', '.join(s.models)} | {s.help}{choices} |")
+    return "\n".join(lines) + "\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    """Everything a served model needs to know, validated; defaults from `SETTINGS`.
+
+    `model` is a local folder or a Hugging Face hub id; `device` is `auto` (take the Triton
+    instance's device), `cpu` or `cuda:N`.
+    """
+
+    model: str = default("model")
+    revision: str = default("revision")
+    dtype: str = default("dtype")
+    device: str = "auto"
+    query_max_length: int = default("query_max_length")
+    passage_max_length: int = default("passage_max_length")
+    max_batch_tokens: int = default("max_batch_tokens")
+    max_batch_texts: int = default("max_batch_texts")
+    max_text_bytes: int = default("max_text_bytes")
+    max_response_bytes: int = default("max_response_bytes")
+    torch_threads: int = default("torch_threads")
+    embed_model: str = default("embed_model")
+    embed_max_batch_size: int = default("embed_max_batch_size")
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise SettingsError("parameter 'model' must name a folder or a hub id")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise SettingsError(f"parameter 'device' must be auto, cpu or cuda:N, got {self.device!r}")
+        for field in dataclasses.fields(self):
+            setting = _PARAMETERS.get(field.name)
+            if setting is not None:
+                setting.parse(getattr(self, field.name), f"parameter {field.name!r}")
+
+    @classmethod
+    def from_sources(cls, parameters: Mapping[str, str], env: Mapping[str, str], model_name: str) -> ModelSettings:
+        """Validate the `config.pbtxt` parameters; `<MODEL_NAME>_<PARAM>` variables override them only
+        when `BGE_M3_ENV_OVERRIDES=1` is in `env`."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(parameters) - known)
+        if unknown:
+            raise SettingsError(f"unknown parameter(s) in config.pbtxt: {', '.join(unknown)}")
+        overrides = env.get(ENV_OVERRIDES, "").strip().lower() in ("1", "true", "yes")
+        prefix = model_name.upper().replace("-", "_") + "_"
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            raw, source = parameters.get(field.name), f"parameter {field.name!r}"
+            if overrides and prefix + field.name.upper() in env:
+                raw, source = env[prefix + field.name.upper()], f"environment variable {prefix + field.name.upper()}"
+            if raw is None:
+                continue
+            setting = _PARAMETERS.get(field.name)
+            values[field.name] = setting.parse(raw, source) if setting else str(raw).strip()
+        return cls(**values)
+
+
+# The model parameters' validation rules, by parameter key (a setting may land under another key).
+_PARAMETERS: dict[str, Setting] = {}
+for _setting in SETTINGS:
+    if _setting.target not in STRUCTURAL:
+        _PARAMETERS.setdefault(_setting.target, _setting)

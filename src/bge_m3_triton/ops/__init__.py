@@ -1,0 +1,1 @@
+"""Operations: the command line, the launcher, rendering the model repository, test checkpoints."""
