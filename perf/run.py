@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -102,27 +103,83 @@ def workloads(tokenizer: object, folder: Path, quick: bool) -> list[Workload]:
     ]
 
 
+def fit_interval(base_ms: int, request_ms: float) -> int:
+    """A measurement window long enough for ~20 requests at the measured request time (the server
+    completes about one per request time whatever the concurrency), never below `base_ms`, at most
+    2 minutes: a slow machine gets longer windows rather than failures."""
+    return int(min(120_000, max(base_ms, 20 * request_ms)))
+
+
+def probe_request_ms(workload: Workload, protocol: str, url: str) -> float:
+    """Median time of a few single requests of this workload, as perf_analyzer will send them."""
+    import numpy as np
+    import tritonclient.grpc as grpc
+    import tritonclient.http as http
+
+    module: object = grpc if protocol == "grpc" else http
+    rows = json.loads(workload.data.read_text(encoding="utf-8"))["data"][:3]
+    client = module.InferenceServerClient(url)  # type: ignore[attr-defined]
+    times = []
+    try:
+        for row in rows:
+            inputs = []
+            for name, values in row.items():
+                array = np.array([v.encode("utf-8") for v in values] * workload.items_per_request,
+                                 dtype=object).reshape(-1, 1)
+                tensor = module.InferInput(name, list(array.shape), "BYTES")  # type: ignore[attr-defined]
+                tensor.set_data_from_numpy(array)
+                inputs.append(tensor)
+            params = workload.parameters if protocol == "grpc" else {}
+            start = time.perf_counter()
+            client.infer(workload.model, inputs, parameters=params or None)
+            times.append((time.perf_counter() - start) * 1000)
+    finally:
+        client.close()
+    return statistics.median(times)
+
+
 def run_perf_analyzer(workload: Workload, protocol: str, url: str, out_csv: Path, interval_ms: int,
                       env: dict[str, str]) -> list[dict[str, str]]:
-    """One perf_analyzer run per concurrency level; the CSV rows of all levels."""
+    """One perf_analyzer run per concurrency level; the CSV rows of all levels.
+
+    Windows are fitted to the measured request time. A level that does not stabilize, or fails, gives
+    a row saying so (with perf_analyzer's last measurement when it printed one) and the run goes on.
+    """
     rows: list[dict[str, str]] = []
+    request_ms = probe_request_ms(workload, protocol, url)
     for level in sorted(set(workload.concurrency)):
         level_csv = out_csv.with_suffix(f".c{level}.csv")
+        level_csv.unlink(missing_ok=True)
+        window = fit_interval(interval_ms, request_ms)
         command = [perf_analyzer_binary(), "-m", workload.model, "-u", url, "-i", protocol,
                    "--input-data", str(workload.data), "-b", str(workload.items_per_request),
-                   "--concurrency-range", f"{level}:{level}", "--measurement-interval", str(interval_ms),
+                   "--concurrency-range", f"{level}:{level}", "--measurement-interval", str(window),
                    "--stability-percentage", "50", "--max-trials", "8", "-f", str(level_csv)]
         # perf_analyzer 2.51 sends request parameters over gRPC only; over HTTP the texts go in the default
         # query mode, the same work for texts under the 512-token query limit (the passage workload).
         for key, value in workload.parameters.items() if protocol == "grpc" else ():
             command += ["--request-parameter", f"{key}:{value}:string"]
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
-        if result.returncode != 0:
-            raise RuntimeError(f"perf_analyzer failed for {workload.name}/{protocol}:\n{result.stdout[:1500]}"
-                               f"\n{result.stderr[-2000:]}")
+        try:
+            result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
+            failed = result.returncode != 0 or not level_csv.is_file()
+            output = result.stdout + result.stderr
+        except subprocess.TimeoutExpired as exc:
+            failed, output = True, f"timed out after {exc.timeout} s"
+        if failed:
+            rows.append({"Concurrency": str(level), "error": describe_failure(output, window)})
+            print(f"[perf] {workload.name}/{protocol} c{level}: {rows[-1]['error']}", flush=True)
+            continue
         with level_csv.open() as handle:
             rows += list(csv.DictReader(handle))
     return rows
+
+
+def describe_failure(output: str, window_ms: int) -> str:
+    """perf_analyzer's reason, and its last throughput when it printed one."""
+    reason = "did not stabilize in 8 windows" if "stable" in output else (output.strip().splitlines() or ["?"])[-1]
+    throughputs = re.findall(r"Throughput: ([0-9.]+) infer/sec", output)
+    last = f"; last window {float(throughputs[-1]):.2f} texts/s" if throughputs else ""
+    return f"{reason} ({window_ms / 1000:.0f} s windows){last}"[:200]
 
 
 def process_tree_peak_rss_mib(pid: int) -> float:
@@ -186,6 +243,10 @@ def core_timings(checkpoint: Path, texts: list[str], queries: list[str], dtype: 
 def table_rows(label: str, workload: Workload, protocol: str, rows: list[dict[str, str]]) -> list[str]:
     out = []
     for row in rows:
+        if "error" in row:
+            out.append(f"| {label} | {workload.name} | {protocol} | {row['Concurrency']} | "
+                       f"{row['error']} |" + " |" * 8)
+            continue
         rps = float(row["Inferences/Second"])  # per item: with -b 20 it already counts pairs
 
         def us(key: str, row: dict[str, str] = row) -> float:  # microseconds -> ms
@@ -257,6 +318,24 @@ def main() -> int:
                           if w.name == "passages"]
         configs.append(("baseline (FlagEmbedding per request, fp32)", ["--model-repository",
                         str(HERE / "baseline_repository"), "--models", "bge_m3"], "baseline", baseline_loads))
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    started = datetime.datetime.now()
+    out_file = args.out / f"{args.preset}-{started:%Y%m%d-%H%M}.md"
+
+    def write_report(final: bool) -> str:
+        """The table so far; written after every workload so an abort never loses measured rows."""
+        report = [f"# perf run {started.astimezone(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
+                  + ("" if final else " (incomplete)"), "",
+                  f"Machine: {os.cpu_count()} cores, {cpu}; preset `{args.preset}`, dtype `{args.dtype}`; "
+                  f"perf_analyzer 2.51, windows of at least {interval // 1000} s (longer where ~20 requests need "
+                  "longer); one text per request (rerank: 20 pairs).", "",
+                  HEADER, "|" + "---|" * 13, *lines, "", *[f"- {note}" for note in notes]]
+        text = "\n".join(report)
+        args.out.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(text + "\n")
+        return text
+
     for label, extra, kind, config_loads in configs:
         server_args = ["--model", str(checkpoint), "--workdir", str(work / "server"), *extra]
         server = start_server(work, server_args, ["bge_m3"])
@@ -268,6 +347,7 @@ def main() -> int:
                     print(f"[perf] {label}: {workload.name} over {protocol}", flush=True)
                     rows = run_perf_analyzer(workload, protocol, url, out_csv, interval, env)
                     lines += table_rows(label.split(" (")[0], workload, protocol, rows)
+                    write_report(final=False)
             if kind is None:
                 from bge_m3_client import BGEM3Client
 
@@ -286,17 +366,7 @@ def main() -> int:
     notes.append(f"Model core alone (no Triton), the 64 passages in one call: {core:.2f} passages/s; "
                  f"one query (~16 tokens) at a time: {query_ms:.1f} ms median.")
 
-    header = [HEADER, "|" + "---|" * 13]
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    report = [f"# perf run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-              "", f"Machine: {os.cpu_count()} cores, {cpu}; preset `{args.preset}`, dtype `{args.dtype}`; "
-              f"perf_analyzer 2.51, {interval // 1000} s windows; one text per request (rerank: 20 pairs).", "",
-              *header, *lines, "", *[f"- {note}" for note in notes]]
-    text = "\n".join(report)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.preset}-{datetime.datetime.now():%Y%m%d-%H%M}.md").write_text(text + "\n")
+    print(write_report(final=True))
     return 0
 
 

@@ -9,9 +9,11 @@ from hypothesis import strategies as st
 
 from bge_m3_client import contract as c
 from bge_m3_client.errors import (
+    InferenceError,
     InvalidInputError,
     ModelNotReadyError,
     RequestRejectedError,
+    RequestTimeoutError,
     ServerUnavailableError,
     classify,
 )
@@ -58,9 +60,17 @@ def test_decode_splits_flat_outputs() -> None:
     ("400", "parameter 'mode' must be ...", InvalidInputError),
     ("StatusCode.INVALID_ARGUMENT", "bad", InvalidInputError),
     ("503", "Exceeds maximum queue size", RequestRejectedError),
+    ("503", "anything at all", RequestRejectedError),  # the code decides, not the words
     ("StatusCode.UNAVAILABLE", "Request timeout expired", RequestRejectedError),
     ("StatusCode.UNAVAILABLE", "failed to connect to all addresses", ServerUnavailableError),
     ("400", "Request for unknown model: 'x' is not found", ModelNotReadyError),
+    ("StatusCode.NOT_FOUND", "whatever", ModelNotReadyError),
+    ("500", "a message saying timeout and unavailable", InferenceError),
+    ("StatusCode.INTERNAL", "deadline exceeded in words only", InferenceError),
+    ("StatusCode.DEADLINE_EXCEEDED", "", RequestTimeoutError),
+    ("418", "an unexpected status", InferenceError),
+    (None, "timed out", RequestTimeoutError),
+    (None, "connection reset", ServerUnavailableError),
 ])
 def test_error_classification(status: str, message: str, kind: type) -> None:
     assert classify(status, message) is kind

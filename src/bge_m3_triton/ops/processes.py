@@ -13,6 +13,18 @@ from pathlib import Path
 SERVER_START_TIMEOUT_S = 180
 
 
+def stop_process(process: subprocess.Popen[bytes], grace_s: float) -> int:
+    """Stop a process (SIGTERM, then SIGKILL after `grace_s`) and return its exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 def free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
@@ -70,14 +82,8 @@ class Server:
         raise TimeoutError(f"server not ready in {SERVER_START_TIMEOUT_S}s:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        """SIGTERM, then SIGKILL after 60 s; the exit code."""
+        return stop_process(self.process, 60)
 
 
 def start_server(tmp: Path, args: list[str], models: list[str], env: dict[str, str] | None = None) -> Server:
@@ -156,11 +162,5 @@ class Gateway:
         raise TimeoutError(f"gateway not listening in {timeout_s}s:\n{self.log.read_text()[-3000:]}")
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        """SIGTERM, then SIGKILL after 30 s; the exit code."""
+        return stop_process(self.process, 30)

@@ -1,0 +1,41 @@
+"""perf/run.py's harness logic without running perf_analyzer: windows fitted to the machine, a level
+that cannot stabilize reported in its row."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "perf"))
+spec = importlib.util.spec_from_file_location("perf_run", REPO / "perf" / "run.py")
+assert spec is not None and spec.loader is not None
+perf_run = importlib.util.module_from_spec(spec)
+sys.modules["perf_run"] = perf_run  # dataclasses look their module up
+spec.loader.exec_module(perf_run)
+
+UNSTABLE = """*** Measurement Settings ***
+  Request concurrency: 2
+  Pass [1] throughput: 0.9 infer/sec. Avg latency: 2100000 usec (std 90000 usec).
+  Throughput: 1.25 infer/sec
+Failed to obtain stable measurement within 8 measurement windows for concurrency 2. Please try to increase the \
+--measurement-interval.
+"""
+
+
+def test_windows_grow_with_the_request_time() -> None:
+    assert perf_run.fit_interval(8000, 10.0) == 8000  # fast requests: the base window
+    assert perf_run.fit_interval(8000, 2100.0) == 42000  # 2.1 s requests: ~20 of them per window
+    assert perf_run.fit_interval(8000, 60_000.0) == 120_000  # capped
+
+
+def test_an_unstable_level_is_a_row_not_an_abort() -> None:
+    reason = perf_run.describe_failure(UNSTABLE, 42000)
+    assert reason == "did not stabilize in 8 windows (42 s windows); last window 1.25 texts/s"
+    workload = perf_run.Workload("long", "bge_m3", Path("x.json"), 2048.0, 1, [2], {})
+    good = {"Concurrency": "1", "Inferences/Second": "2.0", "p50 latency": "500000"}
+    rows = perf_run.table_rows("bge-m3-triton", workload, "grpc", [good, {"Concurrency": "2", "error": reason}])
+    assert len(rows) == 2 and "did not stabilize" in rows[1]
+    header_columns = perf_run.HEADER.count("|")
+    assert all(row.count("|") == header_columns for row in rows)
