@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv with pinned dependencies and this checkout installed. `scripts/setup.sh test` adds the
-# reference implementation (FlagEmbedding) and the test tools. Needs Python 3.10-3.13 as `python3`
-# (or $PYTHON); no Debian packages are needed to serve or test (perf/ installs its own).
+# reference implementation (FlagEmbedding), the test tools and Debian's chromium (the playground's
+# browser test drives it headless through playwright). Needs Python 3.10-3.13 as `python3` (or
+# $PYTHON); no Debian package is needed to serve.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
@@ -14,3 +15,9 @@ if [ "${1:-}" = "test" ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -c requirements/constraints.txt "${requirements[@]}"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e client -e gateway -e .
+if [ "${1:-}" = "test" ] && ! command -v chromium >/dev/null; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y -q chromium >/dev/null || { $sudo apt-get update -q && $sudo apt-get install -y -q chromium >/dev/null; }
+fi

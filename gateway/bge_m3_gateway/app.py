@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
@@ -22,6 +24,7 @@ from bge_m3_gateway.routes import native, openai, rerank, sketch, tei
 from bge_m3_gateway.routes.common import JSON, backend
 from bge_m3_gateway.settings import GatewaySettings
 
+STATIC = Path(__file__).resolve().parent / "static"
 DESCRIPTION = """BGE-M3 on Triton over plain HTTP: OpenAI embeddings, TEI, Cohere/Jina rerank, the seed
 sketch's routes and BGE-M3's native dense + sparse + ColBERT API. Errors are JSON in the style of each API."""
 
@@ -46,6 +49,7 @@ def create_app(settings: GatewaySettings, backend_override: Backend | None = Non
     for module in (openai, rerank, tei, native, sketch):
         app.include_router(module.router)
     _add_operations(app, metrics)
+    _add_playground(app)
     _add_error_handlers(app)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["GET", "POST"],
@@ -65,6 +69,15 @@ def _add_operations(app: FastAPI, metrics: GatewayMetrics) -> None:
     @app.get("/metrics", tags=["Operations"], summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _add_playground(app: FastAPI) -> None:
+    """The playground page at `/`: static files shipped in the package, no build step, no CDN."""
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def playground() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 def _add_error_handlers(app: FastAPI) -> None:

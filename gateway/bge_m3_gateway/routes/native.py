@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Literal
 
+import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +34,16 @@ class M3ScoreRequest(BaseModel):
     query: str
     passages: list[Any]
     weights: list[float] = Field(default=list(c.DEFAULT_WEIGHTS), description="dense, sparse, colbert")
+    max_query_length: int | None = None
+    max_passage_length: int | None = None
+
+
+class M3ExplainRequest(BaseModel):
+    """One query and one passage, with their max lengths."""
+
+    model_config = ConfigDict(extra="ignore")
+    query: str
+    passage: str
     max_query_length: int | None = None
     max_passage_length: int | None = None
 
@@ -66,3 +78,31 @@ async def m3_score(body: M3ScoreRequest, request: Request) -> JSON:
                                                 body.max_query_length, body.max_passage_length)
     served(request, "/v1/m3/score", len(passages))
     return JSON({"scores": [{"index": i, **s} for i, s in enumerate(scores)]})
+
+
+@router.post("/v1/m3/explain", summary="why a passage scores as it does: lexical weights and ColBERT alignment")
+async def m3_explain(body: M3ExplainRequest, request: Request) -> JSON:
+    """For the query and the passage: `tokens`, `truncated` and `sparse` weights; and `colbert`: the
+    similarity of every query vector with every passage vector (`rows` x `cols`, row-major; vector i
+    stands for token i + 1, the tokens after `<s>` with `</s>` included), each query vector's best
+    passage vector and its similarity, and the ColBERT score (their mean)."""
+    gateway = backend(request)
+    query, passage = await asyncio.gather(
+        gateway.embed([body.query], passage=False, dense=False, sparse=True, colbert=True,
+                      max_length=body.max_query_length),
+        gateway.embed([body.passage], passage=True, dense=False, sparse=True, colbert=True,
+                      max_length=body.max_passage_length))
+    q, p = query[0], passage[0]
+    assert q.colbert is not None and p.colbert is not None
+    similarity = (q.colbert @ p.colbert.T).astype(np.float32)
+    best = similarity.argmax(axis=1) if similarity.size else np.zeros(0, dtype=np.int64)
+    best_similarity = similarity.max(axis=1) if similarity.size else np.zeros(0, dtype=np.float32)
+    served(request, "/v1/m3/explain", 2, q.tokens + p.tokens)
+    return JSON({
+        "query": {"tokens": q.tokens, "truncated": q.truncated, "sparse": q.sparse},
+        "passage": {"tokens": p.tokens, "truncated": p.truncated, "sparse": p.sparse},
+        "colbert": {"rows": int(similarity.shape[0]), "cols": int(similarity.shape[1]),
+                    "similarity": np.round(similarity, 4).reshape(-1), "best": best.astype(np.int32),
+                    "best_similarity": best_similarity,
+                    "score": float(best_similarity.mean()) if best_similarity.size else 0.0},
+    })
