@@ -1,0 +1,180 @@
+"""Qdrant as the job's output: a collection (or an embedded Qdrant Edge shard) with the named vectors
+`dense`, sparse `sparse` and, with --colbert, the multivector `colbert` (MAX_SIM), created when missing.
+
+Point ids are UUIDv5 of the document id (Qdrant takes only integers and UUIDs); the document's fields
+are the payload, with its id under `doc_id`. Qdrant stores at most 1,048,576 floats in one multivector
+(qdrant/qdrant#5925), 1,024 ColBERT vectors of BGE-M3's 1,024 dims: a longer passage keeps its first
+`colbert_max_vectors` vectors, and the job counts the documents cut so.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from bge_m3_client.bulk.reader import Document
+from bge_m3_client.results import EmbeddingResult
+
+MULTIVECTOR_FLOATS = 1_048_576
+NAMESPACE = uuid.UUID("6b1f6b8e-3c6a-5d5e-9a55-0b9e3f1c2a10")
+
+
+def point_id(document_id: str) -> str:
+    """The Qdrant point id of a document id (stable across runs)."""
+    return str(uuid.uuid5(NAMESPACE, document_id))
+
+
+def colbert_limit(dim: int, requested: int | None = None) -> int:
+    """How many ColBERT vectors of `dim` floats one multivector may hold (or fewer, when asked)."""
+    cap = MULTIVECTOR_FLOATS // dim
+    return min(cap, requested) if requested else cap
+
+
+class _QdrantBase:
+    def __init__(self, collection: str, colbert: bool, colbert_max_vectors: int | None) -> None:
+        self.collection = collection
+        self.colbert = colbert
+        self.colbert_max_vectors = colbert_max_vectors
+        self.cut_colbert = 0  # documents whose ColBERT vectors were cut to the limit
+        self.written = 0
+        self._ready = False
+
+    def _vectors(self, result: EmbeddingResult) -> tuple[list[float], list[int], list[float], list[list[float]] | None]:
+        assert result.dense is not None and result.sparse is not None
+        colbert = None
+        if self.colbert and result.colbert is not None:
+            limit = colbert_limit(result.colbert.shape[1], self.colbert_max_vectors)
+            if result.colbert.shape[0] > limit:
+                self.cut_colbert += 1
+            colbert = result.colbert[:limit].tolist()
+        return result.dense.tolist(), result.sparse["indices"], result.sparse["values"], colbert
+
+    @staticmethod
+    def _payload(document: Document) -> dict[str, Any]:
+        return {**document.fields, "doc_id": document.id}
+
+    def flush(self) -> None:
+        """Points are written as they come; nothing is buffered."""
+
+
+class QdrantSink(_QdrantBase):
+    """A Qdrant server (`http://...`) or qdrant-client's local mode (a folder, or `:memory:`)."""
+
+    def __init__(self, location: str, collection: str, colbert: bool, colbert_max_vectors: int | None = None,
+                 client: Any = None) -> None:
+        super().__init__(collection, colbert, colbert_max_vectors)
+        from qdrant_client import QdrantClient
+
+        self.location = location
+        if client is not None:
+            self.client = client
+        elif location.startswith(("http://", "https://")):
+            self.client = QdrantClient(url=location)
+        else:
+            self.client = QdrantClient(location=":memory:") if location == ":memory:" else QdrantClient(path=location)
+
+    def where(self) -> str:
+        return f"{self.location} collection {self.collection!r}"
+
+    def _ensure(self, dense_dim: int, colbert_dim: int) -> None:
+        if self._ready:
+            return
+        from qdrant_client import models
+
+        if not self.client.collection_exists(self.collection):
+            vectors = {"dense": models.VectorParams(size=dense_dim, distance=models.Distance.COSINE)}
+            if self.colbert:
+                vectors["colbert"] = models.VectorParams(
+                    size=colbert_dim, distance=models.Distance.COSINE,
+                    multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM))
+            self.client.create_collection(self.collection, vectors_config=vectors,
+                                          sparse_vectors_config={"sparse": models.SparseVectorParams()})
+        self._ready = True
+
+    def pending(self, documents: Sequence[Document]) -> list[Document]:
+        if not self.client.collection_exists(self.collection):
+            return list(documents)
+        found = {str(r.id) for r in self.client.retrieve(self.collection, [point_id(d.id) for d in documents],
+                                                           with_payload=False, with_vectors=False)}
+        return [d for d in documents if point_id(d.id) not in found]
+
+    def write(self, rows: Sequence[tuple[Document, EmbeddingResult]]) -> None:
+        from qdrant_client import models
+
+        if not rows:
+            return
+        first = rows[0][1]
+        self._ensure(first.dense.shape[0] if first.dense is not None else 0,
+                     first.colbert.shape[1] if first.colbert is not None else 0)
+        points = []
+        for document, result in rows:
+            dense, indices, values, colbert = self._vectors(result)
+            vector: dict[str, Any] = {"dense": dense, "sparse": models.SparseVector(indices=indices, values=values)}
+            if colbert is not None:
+                vector["colbert"] = colbert
+            points.append(models.PointStruct(id=point_id(document.id), vector=vector, payload=self._payload(document)))
+        self.client.upsert(self.collection, points=points, wait=True)
+        self.written += len(points)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class EdgeSink(_QdrantBase):
+    """Qdrant Edge, Qdrant's embedded engine (`qdrant-edge-py`): a shard in a local folder (`edge:PATH`)."""
+
+    def __init__(self, path: str, colbert: bool, colbert_max_vectors: int | None = None) -> None:
+        super().__init__("edge", colbert, colbert_max_vectors)
+        import qdrant_edge
+
+        self.edge = qdrant_edge
+        self.path = path
+        self.shard: Any = None
+        try:
+            self.shard = qdrant_edge.EdgeShard.load(path)
+        except Exception:  # no shard there yet: made on the first write, when the widths are known
+            self.shard = None
+
+    def where(self) -> str:
+        return f"Qdrant Edge shard {self.path}"
+
+    def _ensure(self, dense_dim: int, colbert_dim: int) -> None:
+        if self.shard is not None:
+            return
+        e = self.edge
+        vectors = {"dense": e.EdgeVectorParams(size=dense_dim, distance=e.Distance.Cosine)}
+        if self.colbert:
+            vectors["colbert"] = e.EdgeVectorParams(size=colbert_dim, distance=e.Distance.Cosine,
+                                                    multivector_config=e.MultiVectorConfig(e.MultiVectorComparator.MaxSim))
+        self.shard = e.EdgeShard.create(self.path, e.EdgeConfig(vectors=vectors,
+                                                                 sparse_vectors={"sparse": e.EdgeSparseVectorParams()}))
+
+    def pending(self, documents: Sequence[Document]) -> list[Document]:
+        if self.shard is None:
+            return list(documents)
+        found = {str(r.id) for r in self.shard.retrieve([point_id(d.id) for d in documents], False, False)}
+        return [d for d in documents if point_id(d.id) not in found]
+
+    def write(self, rows: Sequence[tuple[Document, EmbeddingResult]]) -> None:
+        if not rows:
+            return
+        first = rows[0][1]
+        self._ensure(first.dense.shape[0] if first.dense is not None else 0,
+                     first.colbert.shape[1] if first.colbert is not None else 0)
+        e = self.edge
+        points = []
+        for document, result in rows:
+            dense, indices, values, colbert = self._vectors(result)
+            vector: dict[str, Any] = {"dense": dense, "sparse": e.SparseVector(indices, values)}
+            if colbert is not None:
+                vector["colbert"] = colbert
+            points.append(e.Point(point_id(document.id), vector, self._payload(document)))
+        self.shard.update(e.UpdateOperation.upsert_points(points))
+        self.shard.flush()
+        self.written += len(points)
+
+    def close(self) -> None:
+        if self.shard is not None:
+            self.shard.flush()
+            self.shard.close()
