@@ -2,7 +2,11 @@
 
 Dense and sparse candidates are fetched (prefetch), fused with reciprocal rank fusion, then
 rescored with ColBERT MaxSim over the multivector. Nothing is converted on the way in:
-`result.sparse` is already Qdrant's `{indices, values}`.
+`result.sparse` is already Qdrant's `{indices, values}`. One limit needs handling: Qdrant stores at
+most 1,048,576 floats in one multivector (qdrant/qdrant#5925), 1,024 of BGE-M3's 1,024-dim ColBERT
+vectors, and a passage of up to 8,192 tokens has more; such a passage keeps its first
+`colbert_limit(dim)` vectors here (as `bge-m3-client embed --qdrant` does, counting them).
+For a whole corpus use `bge-m3-client embed corpus.jsonl --qdrant http://host:6333 --collection c --colbert`.
 
     python examples/qdrant_hybrid.py --url localhost:8000   # Qdrant in local (in-memory) mode
 """
@@ -15,6 +19,7 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 
 from bge_m3_client import BGEM3Client
+from bge_m3_client.bulk.qdrant import colbert_limit
 
 
 def run(url: str, passages: list[str], query: str, limit: int = 3, qdrant: QdrantClient | None = None) -> list[Any]:
@@ -30,9 +35,11 @@ def run(url: str, passages: list[str], query: str, limit: int = 3, qdrant: Qdran
                                        multivector_config=models.MultiVectorConfig(
                                            comparator=models.MultiVectorComparator.MAX_SIM)),
     }, sparse_vectors_config={"sparse": models.SparseVectorParams()})
+    keep = colbert_limit(docs[0].colbert.shape[1])  # what fits one multivector
     qdrant.upsert("passages", points=[
-        models.PointStruct(id=i, payload={"text": text}, vector={
-            "dense": doc.dense.tolist(), "sparse": models.SparseVector(**doc.sparse), "colbert": doc.colbert.tolist()})
+        models.PointStruct(id=i, payload={"text": text, "colbert_cut": len(doc.colbert) > keep}, vector={
+            "dense": doc.dense.tolist(), "sparse": models.SparseVector(**doc.sparse),
+            "colbert": doc.colbert[:keep].tolist()})
         for i, (text, doc) in enumerate(zip(passages, docs))])
     response = qdrant.query_points(
         "passages",

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import os
-import platform
 import statistics
 import sys
 import time
@@ -26,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from common import benchmark_checkpoint, machine  # noqa: E402
 from corpus import make_texts  # noqa: E402
 
 Send = Callable[[str], Awaitable[None]]
@@ -97,11 +96,8 @@ def main() -> int:
 
     from bge_m3_triton.core.tokens import load_tokenizer
     from bge_m3_triton.ops.processes import Gateway, start_server
-    from bge_m3_triton.ops.testmodel import make_test_model
 
-    checkpoint = REPO / ".cache" / "perf-models" / args.preset
-    if not (checkpoint / "config.json").is_file():
-        make_test_model(checkpoint, args.preset, seed=0)
+    checkpoint = benchmark_checkpoint(args.preset)
     work = REPO / ".cache" / "perf" / "gateway"
     work.mkdir(parents=True, exist_ok=True)
     texts = make_texts(load_tokenizer(checkpoint), 64, 256, seed=2)
@@ -115,10 +111,8 @@ def main() -> int:
             gateway.stop()
     finally:
         server.stop()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
     lines = [f"# gateway overhead {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "",
-             f"Machine: {os.cpu_count()} cores, {cpu}; preset `{args.preset}`, dtype auto; 64 passages of ~256 "
+             f"Machine: {machine()}; preset `{args.preset}`, dtype auto; 64 passages of ~256 "
              f"tokens, one per request, concurrency {args.concurrency}, {args.seconds:g} s per run, best of 2.", "",
              "| path | texts/s | p50 ms | p95 ms | throughput vs direct | p50 vs direct |", "|---|---|---|---|---|---|"]
     pairs = {"gateway /v1/embeddings (OpenAI), dense": "client -> Triton (gRPC), dense",

@@ -16,7 +16,6 @@ import dataclasses
 import datetime
 import json
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -30,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from common import benchmark_checkpoint, machine  # noqa: E402
 from corpus import make_texts  # noqa: E402
 
 
@@ -299,11 +299,8 @@ def main() -> int:
 
     from bge_m3_triton.core.tokens import load_tokenizer
     from bge_m3_triton.ops.processes import start_server
-    from bge_m3_triton.ops.testmodel import make_test_model
 
-    checkpoint = REPO / ".cache" / "perf-models" / args.preset
-    if not (checkpoint / "config.json").is_file():
-        make_test_model(checkpoint, args.preset, seed=0)
+    checkpoint = benchmark_checkpoint(args.preset)
     work = REPO / ".cache" / "perf" / "run"
     work.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(checkpoint)
@@ -319,8 +316,6 @@ def main() -> int:
                           if w.name == "passages"]
         configs.append(("baseline (FlagEmbedding per request, fp32)", ["--model-repository",
                         str(HERE / "baseline_repository"), "--models", "bge_m3"], "baseline", baseline_loads))
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
     started = datetime.datetime.now()
     out_file = args.out / f"{args.preset}-{started:%Y%m%d-%H%M}.md"
 
@@ -328,7 +323,7 @@ def main() -> int:
         """The table so far; written after every workload so an abort never loses measured rows."""
         report = [f"# perf run {started.astimezone(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
                   + ("" if final else " (incomplete)"), "",
-                  f"Machine: {os.cpu_count()} cores, {cpu}; preset `{args.preset}`, dtype `{args.dtype}`; "
+                  f"Machine: {machine()}; preset `{args.preset}`, dtype `{args.dtype}`; "
                   f"perf_analyzer 2.51, windows of at least {interval // 1000} s (longer where ~20 requests need "
                   "longer); one text per request (rerank: 20 pairs).", "",
                   HEADER, "|" + "---|" * 13, *lines, "", *[f"- {note}" for note in notes]]

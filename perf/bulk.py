@@ -1,0 +1,86 @@
+"""The bulk job against perf_analyzer's best on the same passages and model, one table.
+
+    .venv/bin/python perf/bulk.py [--preset small|full] [--docs 512]
+
+Starts a real Triton with the benchmark checkpoint, measures the passages workload (~256 tokens, one
+text per request, gRPC) with perf_analyzer at concurrency 8 and 16, then runs `bge-m3-client embed`
+on `--docs` of the same passages (dense + sparse into Parquet) with a few concurrency/batch settings,
+and prints the job's documents/s next to perf_analyzer's best.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import REPO, benchmark_checkpoint, machine  # noqa: E402
+from run import perf_analyzer_env, run_perf_analyzer, workloads  # noqa: E402
+
+
+def run_job(corpus: Path, url: str, out: Path, concurrency: int, batch_size: int) -> dict[str, float]:
+    command = [sys.executable, "-m", "bge_m3_client.cli", "embed", str(corpus), "--url", url, "--protocol", "grpc",
+               "--output", str(out), "--concurrency", str(concurrency), "--batch-size", str(batch_size)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=("tiny", "small", "full"), default="small")
+    parser.add_argument("--docs", type=int, default=512)
+    parser.add_argument("--out", type=Path, default=REPO / "perf" / "results")
+    args = parser.parse_args()
+
+    from bge_m3_triton.core.tokens import load_tokenizer
+    from bge_m3_triton.ops.processes import start_server
+
+    checkpoint = benchmark_checkpoint(args.preset)
+    work = REPO / ".cache" / "perf" / "bulk"
+    work.mkdir(parents=True, exist_ok=True)
+    tokenizer = load_tokenizer(checkpoint)
+    passages = next(w for w in workloads(tokenizer, work, quick=False) if w.name == "passages")
+    passages = dataclasses.replace(passages, concurrency=[8, 16], protocols=("grpc",))
+    texts = [row["TEXT"][0] for row in json.loads(passages.data.read_text())["data"]]
+    corpus = work / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": texts[i % len(texts)]}) + "\n"
+                              for i in range(args.docs)))
+    server = start_server(work, ["--model", str(checkpoint), "--workdir", str(work / "server"), "--models",
+                                 "bge_m3"], ["bge_m3"])
+    rows: list[tuple[str, float]] = []
+    try:
+        measured = run_perf_analyzer(passages, "grpc", server.grpc, work / "pa.csv", 15000, perf_analyzer_env())
+        for row in measured:
+            if "error" not in row:
+                rows.append((f"perf_analyzer, concurrency {row['Concurrency']}", float(row["Inferences/Second"])))
+        for concurrency, batch in ((8, 8), (4, 64), (16, 4)):
+            out = work / f"out-{concurrency}-{batch}"
+            subprocess.run(["rm", "-rf", str(out)], check=True)
+            summary = run_job(corpus, server.grpc, out, concurrency, batch)
+            rows.append((f"bge-m3-client embed --concurrency {concurrency} --batch-size {batch}",
+                         float(summary["documents_per_s"])))
+    finally:
+        server.stop()
+    best = max((rate for name, rate in rows if name.startswith("perf_analyzer")), default=0.0)
+    lines = [f"# bulk job against perf_analyzer {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+             "", f"Machine: {machine()}; preset `{args.preset}`, dtype auto; passages of ~256 tokens, dense + sparse; "
+             f"the job embeds {args.docs} of them into Parquet over gRPC.", "",
+             "| what | passages/s | of perf_analyzer's best |", "|---|---|---|"]
+    lines += [f"| {name} | {rate:.2f} | {rate / best:.0%} |" if best else f"| {name} | {rate:.2f} | — |"
+              for name, rate in rows]
+    text = "\n".join(lines)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"bulk-{args.preset}-{datetime.datetime.now():%Y%m%d-%H%M}.md").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
