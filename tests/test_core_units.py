@@ -94,3 +94,31 @@ def test_truncation_equals_the_tokenizers_and_flags_it(text: str, limit: int) ->
     full = tokenizer([text])["input_ids"][0]
     assert ours.ids[0] == direct
     assert ours.truncated[0] == (len(full) > limit)
+
+
+def test_auto_dtype_asks_the_runtime_not_only_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ONEDNN_MAX_CPU_ISA=AVX2` leaves avx512_bf16 in /proc/cpuinfo but bf16 emulated: auto must stay fp32."""
+    import torch
+
+    from bge_m3_triton.core import devices
+
+    flags = "flags\t\t: fpu avx2 avx512f avx512_bf16\n"
+    monkeypatch.setattr(devices, "runtime_bf16_supported", lambda: False)
+    assert not devices.cpu_has_fast_bf16(flags)
+    monkeypatch.setattr(devices, "runtime_bf16_supported", lambda: True)
+    assert devices.cpu_has_fast_bf16(flags)
+    assert not devices.cpu_has_fast_bf16("flags\t\t: fpu avx2\n")  # runtime support without native bf16
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda cpuinfo=None: False)
+    assert devices.resolve_dtype("auto", torch.device("cpu")) == torch.float32
+
+
+def test_runtime_bf16_check_follows_the_isa_cap() -> None:
+    """Under the AVX2 cap torch itself reports no native bf16 (a fresh process reads the variable)."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from bge_m3_triton.core.devices import runtime_bf16_supported as r; print(r())"
+    capped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert capped.stdout.strip() == "False"

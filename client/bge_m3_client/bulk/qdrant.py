@@ -50,9 +50,22 @@ class _QdrantBase:
             colbert = result.colbert[:limit].tolist()
         return result.dense.tolist(), result.sparse["indices"], result.sparse["values"], colbert
 
+    def _points(self, rows: Sequence[tuple[Document, EmbeddingResult]], sparse: Any, point: Any) -> list[Any]:
+        """Points for `rows`, built with the engine's sparse-vector and point constructors."""
+        points = []
+        for document, result in rows:
+            dense, indices, values, colbert = self._vectors(result)
+            vector: dict[str, Any] = {"dense": dense, "sparse": sparse(indices, values)}
+            if colbert is not None:
+                vector["colbert"] = colbert
+            points.append(point(point_id(document.id), vector, {**document.fields, "doc_id": document.id}))
+        return points
+
     @staticmethod
-    def _payload(document: Document) -> dict[str, Any]:
-        return {**document.fields, "doc_id": document.id}
+    def _widths(rows: Sequence[tuple[Document, EmbeddingResult]]) -> tuple[int, int]:
+        first = rows[0][1]
+        return (first.dense.shape[0] if first.dense is not None else 0,
+                first.colbert.shape[1] if first.colbert is not None else 0)
 
     def flush(self) -> None:
         """Points are written as they come; nothing is buffered."""
@@ -104,16 +117,9 @@ class QdrantSink(_QdrantBase):
 
         if not rows:
             return
-        first = rows[0][1]
-        self._ensure(first.dense.shape[0] if first.dense is not None else 0,
-                     first.colbert.shape[1] if first.colbert is not None else 0)
-        points = []
-        for document, result in rows:
-            dense, indices, values, colbert = self._vectors(result)
-            vector: dict[str, Any] = {"dense": dense, "sparse": models.SparseVector(indices=indices, values=values)}
-            if colbert is not None:
-                vector["colbert"] = colbert
-            points.append(models.PointStruct(id=point_id(document.id), vector=vector, payload=self._payload(document)))
+        self._ensure(*self._widths(rows))
+        points = self._points(rows, lambda i, v: models.SparseVector(indices=i, values=v),
+                              lambda i, v, p: models.PointStruct(id=i, vector=v, payload=p))
         self.client.upsert(self.collection, points=points, wait=True)
         self.written += len(points)
 
@@ -159,17 +165,9 @@ class EdgeSink(_QdrantBase):
     def write(self, rows: Sequence[tuple[Document, EmbeddingResult]]) -> None:
         if not rows:
             return
-        first = rows[0][1]
-        self._ensure(first.dense.shape[0] if first.dense is not None else 0,
-                     first.colbert.shape[1] if first.colbert is not None else 0)
+        self._ensure(*self._widths(rows))
         e = self.edge
-        points = []
-        for document, result in rows:
-            dense, indices, values, colbert = self._vectors(result)
-            vector: dict[str, Any] = {"dense": dense, "sparse": e.SparseVector(indices, values)}
-            if colbert is not None:
-                vector["colbert"] = colbert
-            points.append(e.Point(point_id(document.id), vector, self._payload(document)))
+        points = self._points(rows, e.SparseVector, e.Point)
         self.shard.update(e.UpdateOperation.upsert_points(points))
         self.shard.flush()
         self.written += len(points)

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from bge_m3_triton.core.settings import ENV_OVERRIDES
+from bge_m3_triton.ops.processes import stop_process
 from bge_m3_triton.ops.render import Deployment, render_repository
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -162,14 +163,7 @@ def _wait_first(processes: list[subprocess.Popen[bytes]], grace_s: float = 30.0)
             processes[0].wait(timeout=0.5)
         except subprocess.TimeoutExpired:
             continue
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-    return [process.wait() for process in processes]
+    return [stop_process(process, grace_s) for process in processes]
 
 
 def _link(source: Path, target: Path) -> None:
