@@ -29,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from ceiling import Ceiling, for_checkpoint  # noqa: E402
 from common import benchmark_checkpoint, machine  # noqa: E402
 from corpus import make_texts  # noqa: E402
 
@@ -241,21 +242,23 @@ def core_timings(checkpoint: Path, texts: list[str], queries: list[str], dtype: 
     return len(texts) / statistics.median(times), statistics.median(single) * 1000
 
 
-def table_rows(label: str, workload: Workload, protocol: str, rows: list[dict[str, str]]) -> list[str]:
+def table_rows(label: str, workload: Workload, protocol: str, rows: list[dict[str, str]],
+               ceiling: Ceiling | None = None) -> list[str]:
     out = []
     for row in rows:
         if "error" in row:
             out.append(f"| {label} | {workload.name} | {protocol} | {row['Concurrency']} | "
-                       f"{row['error']} |" + " |" * 8)
+                       f"{row['error']} |" + " |" * 9)
             continue
         rps = float(row["Inferences/Second"])  # per item: with -b 20 it already counts pairs
 
         def us(key: str, row: dict[str, str] = row) -> float:  # microseconds -> ms
             return float(row.get(key, 0) or 0) / 1000
 
+        share = f"{ceiling.share(rps * workload.tokens_per_item):.0%}" if ceiling else "—"
         out.append(
             f"| {label} | {workload.name} | {protocol} | {row['Concurrency']} | "
-            f"{rps:.2f} | {rps * workload.tokens_per_item:,.0f} | "
+            f"{rps:.2f} | {rps * workload.tokens_per_item:,.0f} | {share} | "
             f"{us('p50 latency'):.0f} | {us('p95 latency'):.0f} | {us('p99 latency'):.0f} | "
             f"{us('Server Queue'):.1f} | {us('Server Compute Input'):.1f} | {us('Server Compute Infer'):.1f} | "
             f"{us('Server Compute Output'):.1f} |")
@@ -276,12 +279,13 @@ def external(args: argparse.Namespace) -> int:
             rows = run_perf_analyzer(workload, "grpc", args.url, work / f"{workload.name.split()[0]}.csv",
                                      8000 if args.quick else 15000, perf_analyzer_env())
             lines += table_rows("server", workload, "grpc", rows)
-    print("\n".join([HEADER, "|" + "---|" * 13, *lines]))
+    print("\n".join([HEADER, RULE, *lines]))
     return 0
 
 
-HEADER = ("| server | workload | protocol | concurrency | texts/s | tokens/s | p50 ms | p95 ms | p99 ms | "
-          "queue ms | input ms | infer ms | output ms |")
+HEADER = ("| server | workload | protocol | concurrency | texts/s | tokens/s | of ceiling | p50 ms | p95 ms | "
+          "p99 ms | queue ms | input ms | infer ms | output ms |")
+RULE = "|" + "---|" * HEADER.count(" | ") + "---|"
 
 
 def main() -> int:
@@ -301,6 +305,9 @@ def main() -> int:
     from bge_m3_triton.ops.processes import start_server
 
     checkpoint = benchmark_checkpoint(args.preset)
+    threads = len(os.sched_getaffinity(0))
+    ceiling = for_checkpoint(checkpoint, args.dtype, threads)
+    fp32_ceiling = ceiling if ceiling.dtype == "float32" else for_checkpoint(checkpoint, "float32", threads)
     work = REPO / ".cache" / "perf" / "run"
     work.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(checkpoint)
@@ -323,10 +330,12 @@ def main() -> int:
         """The table so far; written after every workload so an abort never loses measured rows."""
         report = [f"# perf run {started.astimezone(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
                   + ("" if final else " (incomplete)"), "",
-                  f"Machine: {machine()}; preset `{args.preset}`, dtype `{args.dtype}`; "
+                  f"Machine: {machine()}; preset `{args.preset}`, dtype `{args.dtype}` (runs {ceiling.dtype}); "
                   f"perf_analyzer 2.51, windows of at least {interval // 1000} s (longer where ~20 requests need "
                   "longer); one text per request (rerank: 20 pairs).", "",
-                  HEADER, "|" + "---|" * 13, *lines, "", *[f"- {note}" for note in notes]]
+                  ceiling.line() + ("" if fp32_ceiling is ceiling else f" The fp32 baseline's row is measured "
+                                    f"against the fp32 ceiling, {fp32_ceiling.gflops:,.0f} GFLOP/s."), "",
+                  HEADER, RULE, *lines, "", *[f"- {note}" for note in notes]]
         text = "\n".join(report)
         args.out.mkdir(parents=True, exist_ok=True)
         out_file.write_text(text + "\n")
@@ -342,7 +351,8 @@ def main() -> int:
                     out_csv = work / f"{label.split()[0]}-{workload.name.split()[0]}-{protocol}.csv"
                     print(f"[perf] {label}: {workload.name} over {protocol}", flush=True)
                     rows = run_perf_analyzer(workload, protocol, url, out_csv, interval, env)
-                    lines += table_rows(label.split(" (")[0], workload, protocol, rows)
+                    lines += table_rows(label.split(" (")[0], workload, protocol, rows,
+                                        ceiling if kind is None else fp32_ceiling)
                     write_report(final=False)
             if kind is None:
                 from bge_m3_client import BGEM3Client
@@ -359,8 +369,10 @@ def main() -> int:
             server.stop()
     passages = make_texts(tokenizer, 64, 256, seed=2)
     core, query_ms = core_timings(checkpoint, passages, make_texts(tokenizer, 64, 16, seed=1), args.dtype)
-    notes.append(f"Model core alone (no Triton), the 64 passages in one call: {core:.2f} passages/s; "
-                 f"one query (~16 tokens) at a time: {query_ms:.1f} ms median.")
+    core_tokens = core * loads[1].tokens_per_item
+    notes.append(f"Model core alone (no Triton), the 64 passages in one call: {core:.2f} passages/s "
+                 f"({ceiling.share(core_tokens):.0%} of the ceiling); one query (~16 tokens) at a time: "
+                 f"{query_ms:.1f} ms median.")
 
     print(write_report(final=True))
     return 0

@@ -39,3 +39,15 @@ def test_an_unstable_level_is_a_row_not_an_abort() -> None:
     assert len(rows) == 2 and "did not stabilize" in rows[1]
     header_columns = perf_run.HEADER.count("|")
     assert all(row.count("|") == header_columns for row in rows)
+
+
+def test_the_ceiling_counts_the_models_flops() -> None:
+    import ceiling
+
+    small = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 6}
+    per_layer = 2 * (4 * 1024 * 1024 + 2 * 1024 * 4096) + 4 * 256 * 1024
+    assert ceiling.gflop_per_token(small) == (6 * per_layer + 2 * 1024 * 1025) / 1e9
+    measured = ceiling.measure({"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}, "float32", 1,
+                               seconds=0.05)
+    assert measured.gflops > 0 and set(measured.per_shape) == {"qkv+out", "ffn-up", "ffn-down"}
+    assert measured.share(measured.tokens_per_s() / 2) == 0.5
