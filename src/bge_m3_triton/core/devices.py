@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+           "int8": torch.float32}  # int8: fp32 weights whose Linear layers are then quantized (CPU only)
 
 
 def cpu_has_fast_bf16(cpuinfo: str | None = None) -> bool:
@@ -51,7 +52,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto` is bf16 on CUDA (fp16 where the GPU lacks bf16) and on CPUs with native bf16, else fp32."""
+    """The dtype weights load in. `auto` is bf16 on CUDA (fp16 where the GPU lacks bf16) and on CPUs with
+    native bf16, else fp32; `int8` loads fp32 (its Linear layers are quantized after loading, on CPU)."""
+    if name == "int8" and device.type != "cpu":
+        raise ValueError("dtype int8 (dynamic int8 Linear layers) runs on CPU only; use bfloat16 or float16 on GPUs")
     if name != "auto":
         return _DTYPES[name]
     if device.type == "cuda":
@@ -64,3 +68,16 @@ def configure_threads(requested: int) -> int:
     threads = requested or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     return threads
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantization of every `nn.Linear` (weights int8 per tensor, activations quantized per
+    batch at run time) with torch's own `quantize_dynamic`: for CPUs without native bf16, where it runs
+    the encoder about 2x faster than fp32 (README: Performance, precision)."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch points eager-mode users at torchao; the kernels are the same
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)

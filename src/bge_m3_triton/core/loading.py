@@ -41,8 +41,12 @@ def load_pretrained(settings: ModelSettings, auto_class: Any, what: str, require
     except Exception as exc:
         raise checkpoint.CheckpointError(f"could not load the {what} from {folder.name!r}: "
                                          f"{type(exc).__name__}: {exc}") from None
-    LOG.info("loaded %s %s on %s as %s", what, settings.model, device, dtype)
-    return Loaded(folder, model.to(device).eval(), device, dtype)
+    model = model.to(device).eval()
+    if settings.dtype == "int8":
+        model = devices.quantize_int8(model)
+    LOG.info("loaded %s %s on %s as %s", what, settings.model, device, settings.dtype if settings.dtype == "int8"
+             else dtype)
+    return Loaded(folder, model, device, dtype)
 
 
 def position_limit(config: Any) -> int:

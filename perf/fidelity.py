@@ -1,0 +1,130 @@
+"""How far each precision moves BGE-M3's outputs from fp32, measured one way for all of them.
+
+    .venv/bin/python perf/fidelity.py [--preset small] [--precisions bfloat16,float16,int8]
+
+For 32 texts (queries and ~256-token passages) on the benchmark checkpoint, against fp32 on the same
+checkpoint: dense and ColBERT cosine (min, mean), sparse token-set Jaccard, weighted overlap
+(sum of min / sum of max weights), top-10 lexical-token agreement, rerank order agreement (Kendall tau
+of the combined score over 20 passages), and batch-composition drift (a text alone against inside a
+batch of others: the largest change of a dense component). Random weights exaggerate sparse drift
+(their sparse weights sit near ReLU's zero); read the sparse rows as an upper bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import REPO, benchmark_checkpoint, machine  # noqa: E402
+
+Output = tuple[np.ndarray, dict[int, float], np.ndarray]  # dense, sparse {id: weight}, ColBERT vectors
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity."""
+    return np.sum(a * b, axis=-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12)
+
+
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's tau-a between two score lists over the same items."""
+    n, total = len(a), 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            total += int(np.sign(a[i] - a[j]) * np.sign(b[i] - b[j]))
+    return total / (n * (n - 1) / 2) if n > 1 else 1.0
+
+
+def combined(query: Output, passage: Output, weights: tuple[float, float, float] = (0.4, 0.2, 0.4)) -> float:
+    """BGE-M3's colbert+sparse+dense score."""
+    dense = float(np.dot(query[0], passage[0]))
+    sparse = sum(w * passage[1].get(t, 0.0) for t, w in query[1].items())
+    colbert = float((query[2] @ passage[2].T).max(axis=1).mean())
+    return (weights[0] * dense + weights[1] * sparse + weights[2] * colbert) / sum(weights)
+
+
+def compare(reference: Sequence[Output], other: Sequence[Output]) -> dict[str, float]:
+    """The fidelity figures of `other` against `reference`, text by text."""
+    dense = cosines(np.stack([r[0] for r in reference]), np.stack([o[0] for o in other]))
+    colbert = np.concatenate([cosines(r[2], o[2]) for r, o in zip(reference, other)])
+    jaccard, overlap, top10 = [], [], []
+    for r, o in zip(reference, other):
+        keys = set(r[1]) | set(o[1])
+        jaccard.append(len(set(r[1]) & set(o[1])) / len(keys) if keys else 1.0)
+        high = sum(max(r[1].get(k, 0.0), o[1].get(k, 0.0)) for k in keys)
+        overlap.append(sum(min(r[1].get(k, 0.0), o[1].get(k, 0.0)) for k in keys) / high if high else 1.0)
+        best = [set(sorted(d, key=lambda k, d=d: -d[k])[:10]) for d in (r[1], o[1])]
+        top10.append(len(best[0] & best[1]) / min(10, len(r[1])) if r[1] else float(not o[1]))
+    return {"dense cos min": float(dense.min()), "dense cos mean": float(dense.mean()),
+            "ColBERT cos min": float(colbert.min()), "ColBERT cos mean": float(colbert.mean()),
+            "sparse Jaccard": float(np.mean(jaccard)), "sparse weighted overlap": float(np.mean(overlap)),
+            "top-10 lexical agreement": float(np.mean(top10))}
+
+
+def rerank_tau(reference: Sequence[Output], other: Sequence[Output]) -> float:
+    """Kendall tau of the combined score: text 0 as the query against the last 20 texts."""
+    passages = range(len(reference) - 20, len(reference))
+    return kendall_tau([combined(reference[0], reference[i]) for i in passages],
+                       [combined(other[0], other[i]) for i in passages])
+
+
+def _outputs(results: Sequence[Any]) -> list[Output]:
+    return [(r.dense, dict(zip(r.sparse_ids.tolist(), r.sparse_weights.tolist())), r.colbert) for r in results]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=("tiny", "small", "full"), default="small")
+    parser.add_argument("--precisions", default="bfloat16,float16,int8")
+    parser.add_argument("--out", type=Path, default=REPO / "perf" / "results")
+    args = parser.parse_args()
+
+    from corpus import make_texts
+
+    from bge_m3_triton.core.m3 import M3Model
+    from bge_m3_triton.core.settings import ModelSettings
+    from bge_m3_triton.core.tokens import load_tokenizer
+
+    checkpoint = benchmark_checkpoint(args.preset)
+    tokenizer = load_tokenizer(checkpoint)
+    texts = make_texts(tokenizer, 8, 16, seed=1) + make_texts(tokenizer, 24, 256, seed=2)
+    lengths = [8192] * len(texts)
+
+    def run(dtype: str) -> tuple[list[Output], float]:
+        model = M3Model.load(ModelSettings(model=str(checkpoint), dtype=dtype, device="cpu"))
+        together = _outputs(model.encode(texts, lengths))
+        alone = [_outputs(model.encode([t], [8192]))[0] for t in texts[8:16]]
+        drift = max(float(np.abs(a[0] - b[0]).max()) for a, b in zip(alone, together[8:16]))
+        return together, drift
+
+    reference, reference_drift = run("float32")
+    rows = {"float32": ({}, 1.0, reference_drift)}
+    for precision in args.precisions.split(","):
+        outputs, drift = run(precision)
+        rows[precision] = (compare(reference, outputs), rerank_tau(reference, outputs), drift)
+    names = list(next(iter(r[0] for r in rows.values() if r[0])).keys()) if len(rows) > 1 else []
+    lines = [f"# fidelity against fp32 {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "",
+             f"Machine: {machine()}; preset `{args.preset}` (random weights); 8 queries (~16 tokens) and 24 "
+             "passages (~256 tokens).", "",
+             "| precision | " + " | ".join(names) + " | rerank Kendall tau (20 passages) | batch drift (max abs) |",
+             "|---|" + "---|" * (len(names) + 2)]
+    for precision, (figures, tau, drift) in rows.items():
+        cells = [f"{figures[n]:.5f}" if figures else "1" for n in names]
+        lines.append(f"| {precision} | " + " | ".join(cells) + f" | {tau:.3f} | {drift:.2e} |")
+    text = "\n".join(lines)
+    print(text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"fidelity-{args.preset}-{datetime.datetime.now():%Y%m%d-%H%M}.md").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
