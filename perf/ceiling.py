@@ -67,7 +67,7 @@ def measure(config: dict[str, int], dtype_name: str, threads: int, seconds: floa
     """Time torch's linear at each shape; the ceiling is their FLOP-weighted harmonic mean."""
     import torch
 
-    from bge_m3_triton.core.devices import configure_threads, resolve_dtype
+    from bge_m3_triton.core.devices import configure_threads, quantize_int8, resolve_dtype
 
     dtype = resolve_dtype(dtype_name, torch.device("cpu"))
     configure_threads(threads)
@@ -75,19 +75,22 @@ def measure(config: dict[str, int], dtype_name: str, threads: int, seconds: floa
     with torch.inference_mode():
         for name, (fan_in, fan_out, count) in model_shapes(config).items():
             x = torch.randn(TOKENS, fan_in).to(dtype)
-            weight = torch.randn(fan_out, fan_in).to(dtype)
-            torch.nn.functional.linear(x, weight)  # warm-up (oneDNN picks its kernel)
+            layer = torch.nn.Linear(fan_in, fan_out, bias=False).to(dtype).eval()
+            if dtype_name == "int8":  # the quantized kernel the int8 model runs, not an fp32 matmul
+                layer = quantize_int8(torch.nn.Sequential(layer))[0]
+            layer(x)  # warm-up (oneDNN picks its kernel)
             times = []
             deadline = time.perf_counter() + seconds
             while time.perf_counter() < deadline or len(times) < 3:
                 start = time.perf_counter()
-                torch.nn.functional.linear(x, weight)
+                layer(x)
                 times.append(time.perf_counter() - start)
             rates[name] = 2 * TOKENS * fan_in * fan_out / statistics.median(times) / 1e9
             flops[name] = 2 * fan_in * fan_out * count
     total = sum(flops.values())
     combined = total / sum(flops[name] / rates[name] for name in rates)
-    return Ceiling(str(dtype).removeprefix("torch."), threads, combined, gflop_per_token(config), rates)
+    name = "int8 (dynamic)" if dtype_name == "int8" else str(dtype).removeprefix("torch.")
+    return Ceiling(name, threads, combined, gflop_per_token(config), rates)
 
 
 def for_checkpoint(checkpoint: Path, dtype: str, threads: int) -> Ceiling:
