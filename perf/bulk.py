@@ -21,7 +21,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import REPO, benchmark_checkpoint, machine  # noqa: E402
+from common import REPO, benchmark_checkpoint, machine, publish  # noqa: E402
 from run import perf_analyzer_env, run_perf_analyzer, workloads  # noqa: E402
 
 
@@ -76,9 +76,7 @@ def main() -> int:
     lines += [f"| {name} | {rate:.2f} | {rate / best:.0%} |" if best else f"| {name} | {rate:.2f} | — |"
               for name, rate in rows]
     text = "\n".join(lines)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"bulk-{args.preset}-{datetime.datetime.now():%Y%m%d-%H%M}.md").write_text(text + "\n")
+    publish(text, args.out, f"bulk-{args.preset}")
     return 0
 
 

@@ -49,3 +49,14 @@ def benchmark_checkpoint(preset: str) -> Path:
     if not (checkpoint / "config.json").is_file():
         make_test_model(checkpoint, preset, seed=0)
     return checkpoint
+
+
+def publish(text: str, out: Path, stem: str) -> Path:
+    """Print a result table and keep it as `out/<stem>-<date>.md`."""
+    import datetime
+
+    print(text)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{stem}-{datetime.datetime.now():%Y%m%d-%H%M}.md"
+    path.write_text(text + "\n")
+    return path

@@ -24,7 +24,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import REPO, benchmark_checkpoint, machine  # noqa: E402
+from common import REPO, benchmark_checkpoint, machine, publish  # noqa: E402
 
 Output = tuple[np.ndarray, dict[int, float], np.ndarray]  # dense, sparse {id: weight}, ColBERT vectors
 
@@ -120,9 +120,7 @@ def main() -> int:
         cells = [f"{figures[n]:.5f}" if figures else "1" for n in names]
         lines.append(f"| {precision} | " + " | ".join(cells) + f" | {tau:.3f} | {drift:.2e} |")
     text = "\n".join(lines)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"fidelity-{args.preset}-{datetime.datetime.now():%Y%m%d-%H%M}.md").write_text(text + "\n")
+    publish(text, args.out, f"fidelity-{args.preset}")
     return 0
 
 

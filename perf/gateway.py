@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import benchmark_checkpoint, machine  # noqa: E402
+from common import benchmark_checkpoint, machine, publish  # noqa: E402
 from corpus import make_texts  # noqa: E402
 
 Send = Callable[[str], Awaitable[None]]
@@ -122,9 +122,7 @@ def main() -> int:
         versus = f"{rate / base[0]:.1%} | {p50 - base[1]:+.1f} ms" if base and name in pairs else "— | —"
         lines.append(f"| {name} | {rate:.2f} | {p50:.1f} | {p95:.1f} | {versus} |")
     text = "\n".join(lines)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"gateway-{args.preset}-{datetime.datetime.now():%Y%m%d-%H%M}.md").write_text(text + "\n")
+    publish(text, args.out, f"gateway-{args.preset}")
     return 0
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import REPO, benchmark_checkpoint, machine  # noqa: E402
+from common import REPO, benchmark_checkpoint, machine, publish  # noqa: E402
 from run import perf_analyzer_env, run_perf_analyzer, workloads  # noqa: E402
 
 
@@ -63,9 +63,7 @@ def main() -> int:
                       f"request; perf_analyzer windows of {args.window_ms // 1000} s.", "",
                       "| server | protocol | concurrency | queries/s | p50 ms | p99 ms | p99 / p50 | queue ms |",
                       "|---|---|---|---|---|---|---|---|", *lines])
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"latency-{args.preset}-{datetime.datetime.now():%Y%m%d-%H%M}.md").write_text(text + "\n")
+    publish(text, args.out, f"latency-{args.preset}")
     return 0
 
 
