@@ -13,7 +13,7 @@ from reference import TEXTS
 from bge_m3_client import BGEM3Client
 
 sys.path.insert(0, str(REPO / "perf"))
-import fidelity  # noqa: E402
+import fidelity
 
 # Lower bounds on the tiny random checkpoint (hidden size 32), under what was measured there
 # (bf16: dense 0.99998, ColBERT 0.99992, weighted overlap 0.9974; int8: 1.0, 1.0, 0.9998).
