@@ -80,4 +80,6 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
 
     with warnings.catch_warnings():  # torch points eager-mode users at torchao; the kernels are the same
         warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        quantized: torch.nn.Module = quantize_dynamic(  # type: ignore[no-untyped-call]
+            model, {torch.nn.Linear}, dtype=torch.qint8)
+        return quantized
