@@ -10,7 +10,6 @@ and prints the job's documents/s next to perf_analyzer's best.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import json
@@ -21,7 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import REPO, benchmark_checkpoint, machine, publish  # noqa: E402
+from common import benchmark_checkpoint, embed_server, machine, parser, publish, work_folder  # noqa: E402
 from run import perf_analyzer_env, run_perf_analyzer, workloads  # noqa: E402
 
 
@@ -33,18 +32,14 @@ def run_job(corpus: Path, url: str, out: Path, concurrency: int, batch_size: int
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=("tiny", "small", "full"), default="small")
-    parser.add_argument("--docs", type=int, default=512)
-    parser.add_argument("--out", type=Path, default=REPO / "perf" / "results")
-    args = parser.parse_args()
+    options = parser(__doc__)
+    options.add_argument("--docs", type=int, default=512)
+    args = options.parse_args()
 
     from bge_m3_triton.core.tokens import load_tokenizer
-    from bge_m3_triton.ops.processes import start_server
 
     checkpoint = benchmark_checkpoint(args.preset)
-    work = REPO / ".cache" / "perf" / "bulk"
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder("bulk")
     tokenizer = load_tokenizer(checkpoint)
     passages = next(w for w in workloads(tokenizer, work, quick=False) if w.name == "passages")
     passages = dataclasses.replace(passages, concurrency=[8, 16], protocols=("grpc",))
@@ -52,8 +47,7 @@ def main() -> int:
     corpus = work / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"id": f"d{i}", "text": texts[i % len(texts)]}) + "\n"
                               for i in range(args.docs)))
-    server = start_server(work, ["--model", str(checkpoint), "--workdir", str(work / "server"), "--models",
-                                 "bge_m3"], ["bge_m3"])
+    server = embed_server(checkpoint, work)
     rows: list[tuple[str, float]] = []
     try:
         measured = run_perf_analyzer(passages, "grpc", server.grpc, work / "pa.csv", 15000, perf_analyzer_env())

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -60,3 +62,26 @@ def publish(text: str, out: Path, stem: str) -> Path:
     path = out / f"{stem}-{datetime.datetime.now():%Y%m%d-%H%M}.md"
     path.write_text(text + "\n")
     return path
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """A perf script's parser with the flags they all take: `--preset` and `--out`."""
+    made = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    made.add_argument("--preset", choices=("tiny", "small", "full"), default="small")
+    made.add_argument("--out", type=Path, default=REPO / "perf" / "results")
+    return made
+
+
+def work_folder(name: str) -> Path:
+    """A scratch folder under .cache/perf."""
+    folder = REPO / ".cache" / "perf" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def embed_server(checkpoint: Path, work: Path, *extra: str) -> Any:
+    """`bge-m3-triton serve` with only the embed model on `checkpoint`, started and ready."""
+    from bge_m3_triton.ops.processes import start_server
+
+    return start_server(work, ["--model", str(checkpoint), "--workdir", str(work / "server"), "--models", "bge_m3",
+                               *extra], ["bge_m3"])

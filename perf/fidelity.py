@@ -12,7 +12,6 @@ batch of others: the largest change of a dense component). Random weights exagge
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import sys
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import REPO, benchmark_checkpoint, machine, publish  # noqa: E402
+from common import benchmark_checkpoint, machine, parser, publish  # noqa: E402
 
 Output = tuple[np.ndarray, dict[int, float], np.ndarray]  # dense, sparse {id: weight}, ColBERT vectors
 
@@ -81,11 +80,9 @@ def _outputs(results: Sequence[Any]) -> list[Output]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=("tiny", "small", "full"), default="small")
-    parser.add_argument("--precisions", default="bfloat16,float16,int8")
-    parser.add_argument("--out", type=Path, default=REPO / "perf" / "results")
-    args = parser.parse_args()
+    options = parser(__doc__)
+    options.add_argument("--precisions", default="bfloat16,float16,int8")
+    args = options.parse_args()
 
     from corpus import make_texts
 

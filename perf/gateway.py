@@ -11,7 +11,6 @@ Bounded in time; loopback only.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime
 import statistics
@@ -24,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import benchmark_checkpoint, machine, publish  # noqa: E402
+from common import benchmark_checkpoint, embed_server, machine, parser, publish, work_folder  # noqa: E402
 from corpus import make_texts  # noqa: E402
 
 Send = Callable[[str], Awaitable[None]]
@@ -87,22 +86,18 @@ async def measure(grpc_url: str, gateway_url: str, texts: list[str], concurrency
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=("tiny", "small", "full"), default="small")
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--out", type=Path, default=REPO / "perf" / "results")
-    args = parser.parse_args()
+    options = parser(__doc__)
+    options.add_argument("--seconds", type=float, default=20.0)
+    options.add_argument("--concurrency", type=int, default=16)
+    args = options.parse_args()
 
     from bge_m3_triton.core.tokens import load_tokenizer
-    from bge_m3_triton.ops.processes import Gateway, start_server
+    from bge_m3_triton.ops.processes import Gateway
 
     checkpoint = benchmark_checkpoint(args.preset)
-    work = REPO / ".cache" / "perf" / "gateway"
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder("gateway")
     texts = make_texts(load_tokenizer(checkpoint), 64, 256, seed=2)
-    server = start_server(work, ["--model", str(checkpoint), "--workdir", str(work / "server"), "--models",
-                                 "bge_m3"], ["bge_m3"])
+    server = embed_server(checkpoint, work)
     try:
         gateway = Gateway(server.grpc, work / "gateway.log")
         try:

@@ -11,7 +11,6 @@ timeout. With two instances a slot is always free and the batcher is woken at on
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import sys
@@ -20,28 +19,23 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import REPO, benchmark_checkpoint, machine, publish  # noqa: E402
+from common import benchmark_checkpoint, embed_server, machine, parser, publish, work_folder  # noqa: E402
 from run import perf_analyzer_env, run_perf_analyzer, workloads  # noqa: E402
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", choices=("tiny", "small", "full"), default="small")
-    parser.add_argument("--window-ms", type=int, default=20000)
-    parser.add_argument("--out", type=Path, default=REPO / "perf" / "results")
-    args = parser.parse_args()
+    options = parser(__doc__)
+    options.add_argument("--window-ms", type=int, default=20000)
+    args = options.parse_args()
 
     from bge_m3_triton.core.tokens import load_tokenizer
-    from bge_m3_triton.ops.processes import start_server
 
     checkpoint = benchmark_checkpoint(args.preset)
-    work = REPO / ".cache" / "perf" / "latency"
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_folder("latency")
     queries = workloads(load_tokenizer(checkpoint), work, quick=True)[0]
     lines = []
     for label, extra in (("1 instance, all cores", []), ("2 instances, half the cores each", ["--instances", "2"])):
-        server = start_server(work, ["--model", str(checkpoint), "--workdir", str(work / "server"), "--models",
-                                     "bge_m3", *extra], ["bge_m3"])
+        server = embed_server(checkpoint, work, *extra)
         try:
             for protocol in ("grpc", "http"):
                 workload = dataclasses.replace(queries, concurrency=[1, 8], protocols=(protocol,))

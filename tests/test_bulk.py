@@ -112,7 +112,7 @@ def test_qdrant_edge_and_local_mode_hold_what_encode_gives(server: Server, tmp_p
 
     folder = tmp_path / "local"
     assert main(["embed", str(source), "--url", server.http, "--qdrant", str(folder), "--collection", "docs",
-                 "--colbert"]) == 0
+                 "--colbert", "--failed", str(tmp_path / "failed.jsonl")]) == 0
     client = QdrantClient(path=str(folder))
     try:
         points = client.retrieve("docs", [point_id(d["id"]) for d in docs], with_vectors=True, with_payload=True)

@@ -12,13 +12,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
 from bge_m3_client import contract as c
 from bge_m3_client import requests as rq
 from bge_m3_client.errors import BGEM3Error
 from bge_m3_client.results import EmbeddingResult, TokenizedText
-from bge_m3_client.transport import AsyncTransport, AsyncTransportLike, Call, SyncTransport, Transport
+from bge_m3_client.transport import AsyncTransport, AsyncTransportLike, Call, Result, SyncTransport, Transport
 
 Pairs = Sequence[tuple[str, str]]
 
@@ -160,7 +158,7 @@ class BGEM3Client(_Common):
             scores = rq.collect(ranges, self._send(calls), rq.decode_single_score)
         return self._ranked(scores, top_n)
 
-    def _send(self, calls: list[Call]) -> list[dict[str, np.ndarray] | BGEM3Error]:
+    def _send(self, calls: list[Call]) -> list[Result]:
         results = self.transport.infer_many(calls)
         for attempt in range(self.retries):
             retry = [i for i, r in enumerate(results) if isinstance(r, BGEM3Error) and r.retryable]
@@ -274,7 +272,7 @@ class AsyncBGEM3Client(_Common):
             scores = rq.collect(ranges, await self._send(calls), rq.decode_single_score)
         return self._ranked(scores, top_n)
 
-    async def _send(self, calls: list[Call]) -> list[dict[str, np.ndarray] | BGEM3Error]:
+    async def _send(self, calls: list[Call]) -> list[Result]:
         results = list(await asyncio.gather(*(self.transport.infer(call) for call in calls)))
         for attempt in range(self.retries):
             retry = [i for i, r in enumerate(results) if isinstance(r, BGEM3Error) and r.retryable]

@@ -83,6 +83,14 @@ PARAM_NORMALIZE = "normalize"
 CONFIG_QUERY_MAX_LENGTH = "query_max_length"
 CONFIG_PASSAGE_MAX_LENGTH = "passage_max_length"
 CONFIG_DTYPE = "dtype"
+CONFIG_CHECKPOINT = "model"
+
+
+def config_parameters(config: Mapping[str, Any]) -> dict[str, str]:
+    """A model configuration's `parameters` (Triton's JSON form) as plain strings."""
+    raw = config.get("parameters", {}) or {}
+    return {key: value.get("string_value", "") if isinstance(value, Mapping) else str(value)
+            for key, value in raw.items()}
 
 
 def check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
@@ -106,23 +114,25 @@ def check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
 
 @dataclasses.dataclass(frozen=True)
 class ServedModel:
-    """What a client needs from a served model's configuration: its batch and length limits."""
+    """What a client needs from a served model's configuration: its batch and length limits, and the
+    checkpoint it serves."""
 
     max_batch_size: int
     query_max_length: int | None
     passage_max_length: int | None
+    checkpoint: str | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> ServedModel:
         """Read a model configuration as Triton returns it (JSON)."""
-        params = config.get("parameters", {}) or {}
+        params = config_parameters(config)
 
         def number(key: str) -> int | None:
-            raw = (params.get(key) or {}).get("string_value", "")
-            return int(raw) if str(raw).strip().isdigit() else None
+            raw = params.get(key, "").strip()
+            return int(raw) if raw.isdigit() else None
 
         return cls(int(config.get("max_batch_size", 0) or 0), number(CONFIG_QUERY_MAX_LENGTH),
-                   number(CONFIG_PASSAGE_MAX_LENGTH))
+                   number(CONFIG_PASSAGE_MAX_LENGTH), params.get(CONFIG_CHECKPOINT) or None)
 
     def max_length(self, is_passage: bool) -> int | None:
         """The default max length of a query or a passage, when the config states it."""

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from bge_m3_client.errors import BGEM3Error, ModelNotReadyError
+from bge_m3_client.errors import ModelNotReadyError
 from bge_m3_client.transport import Call, Result, to_error
 
 Handler = Callable[[Call], "dict[str, Any] | BaseException"]
@@ -85,4 +85,4 @@ class StatusError(Exception):
         return self._message
 
 
-__all__ = ["AsyncFakeTransport", "BGEM3Error", "FakeTransport", "StatusError"]
+__all__ = ["AsyncFakeTransport", "FakeTransport", "StatusError"]

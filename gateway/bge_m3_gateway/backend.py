@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from bge_m3_client import AsyncBGEM3Client, BGEM3Error, EmbeddingResult, TokenizedText
 from bge_m3_client import contract as c
@@ -63,18 +63,18 @@ class Backend:
         """The served models' settings (read from Triton on first use, then kept)."""
         if self._served is None:
             embed = await self._call(self.client.transport.model_config(c.EMBED_MODEL))
-            params = _parameters(embed)
+            params, limits = c.config_parameters(embed), c.ServedModel.from_config(embed)
             cross_ready = await self.client.transport.is_model_ready(c.CROSS_ENCODER_MODEL)
-            cross = _parameters(await self._call(self.client.transport.model_config(c.CROSS_ENCODER_MODEL))) \
-                if cross_ready else {}
+            cross = c.ServedModel.from_config(
+                await self._call(self.client.transport.model_config(c.CROSS_ENCODER_MODEL))) if cross_ready else None
             self._served = ServedModels(
-                embed_checkpoint=params.get("model", EMBED_NAME), dtype=params.get("dtype", "auto"),
-                query_max_length=int(params.get("query_max_length", 512)),
-                passage_max_length=int(params.get("passage_max_length", POSITION_LIMIT)),
+                embed_checkpoint=limits.checkpoint or EMBED_NAME, dtype=params.get(c.CONFIG_DTYPE, "auto"),
+                query_max_length=limits.query_max_length or 512,
+                passage_max_length=limits.passage_max_length or POSITION_LIMIT,
                 max_batch_tokens=int(params.get("max_batch_tokens", 0)),
-                max_batch_size=int(embed.get("max_batch_size", 0)),
-                cross_encoder_checkpoint=cross.get("model") if cross_ready else None,
-                cross_encoder_max_length=min(int(cross.get("passage_max_length", 512)), 512) if cross_ready else 0)
+                max_batch_size=limits.max_batch_size,
+                cross_encoder_checkpoint=cross.checkpoint if cross else None,
+                cross_encoder_max_length=min(cross.passage_max_length or 512, 512) if cross else 0)
         return self._served
 
     async def embed(self, texts: Sequence[str], passage: bool, dense: bool = True, sparse: bool = False,
@@ -128,9 +128,3 @@ class Backend:
             return await work
         except BGEM3Error as exc:
             raise from_client_error(exc) from None
-
-
-def _parameters(config: dict[str, Any]) -> dict[str, str]:
-    raw = config.get("parameters", {}) or {}
-    return {key: value.get("string_value", "") if isinstance(value, dict) else str(value)
-            for key, value in raw.items()}

@@ -71,8 +71,8 @@ class EmbedJob:
         self.sink = sink
         self.options = options
         self.counts = Counts()
-        total = count_records(options.input, options.fmt)
-        self.progress = progress or Progress(total)
+        # The total (for the ETA) costs one extra read of the input, line counting only.
+        self.progress = progress or Progress(count_records(options.input, options.fmt))
         self._inflight: set[cf.Future[tuple[Rows, Failures]]] = set()
         self._failed: Any = None
 

@@ -126,6 +126,7 @@ def _info(url: str) -> int:
 
     import tritonclient.http as http
 
+    from bge_m3_client.contract import config_parameters
     from bge_m3_triton.core.settings import ALL_MODELS
 
     client = http.InferenceServerClient(url)
@@ -141,7 +142,7 @@ def _info(url: str) -> int:
                 "queue_delay_us": int(batching.get("max_queue_delay_microseconds", 0)),
                 "instances": [{"kind": g.get("kind"), "count": g.get("count"), "gpus": g.get("gpus", [])}
                               for g in config.get("instance_group", [])],
-                "parameters": {k: v.get("string_value") for k, v in config.get("parameters", {}).items()},
+                "parameters": config_parameters(config),
             }
     except Exception as exc:
         print(f"cannot read the served models from {url}: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from bge_m3_client.contract import config_parameters
 from bge_m3_triton.core.settings import ModelSettings
 from bge_m3_triton.serving.params import InvalidRequest, RequestParams
 
@@ -27,7 +28,7 @@ def settings_from_args(args: Mapping[str, str], env: Mapping[str, str] | None = 
     """The model's settings from the `args` Triton passes to `initialize` (its config's parameters);
     `device: auto` becomes the Triton instance's device."""
     config = json.loads(args["model_config"])
-    parameters = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
+    parameters = config_parameters(config)
     settings = ModelSettings.from_sources(parameters, os.environ if env is None else env, args["model_name"])
     if settings.device == "auto":
         kind = args.get("model_instance_kind", "CPU")
