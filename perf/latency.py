@@ -1,4 +1,5 @@
-"""Tail latency of single short queries, one Triton instance against two (perf_analyzer, gRPC and HTTP).
+"""Tail latency of single short queries and passages throughput, one Triton instance against two
+(perf_analyzer, gRPC and HTTP).
 
     .venv/bin/python perf/latency.py [--preset small] [--window-ms 20000]
 
@@ -6,7 +7,9 @@ Shows Triton's dynamic-batcher stall and what avoids it: with one model instance
 arrives while the instance is still releasing its previous batch finds no free slot, so `Enqueue`
 does not wake the batcher, which had already gone back to its 500 ms idle wait
 (`default_wait_microseconds` in Triton's dynamic_batch_scheduler.cc); the request waits out that
-timeout. With two instances a slot is always free and the batcher is woken at once.
+timeout. With two instances a slot is always free and the batcher is woken at once. The default
+(two instances, one forward slot) lets one instance compute at a time with all the cores; the
+alternative splits the cores between two instances that compute at once.
 """
 
 from __future__ import annotations
@@ -29,34 +32,49 @@ def main() -> int:
     args = options.parse_args()
 
     from bge_m3_triton.core.tokens import load_tokenizer
+    from bge_m3_triton.ops.processes import tree_rss_mib
 
     checkpoint = benchmark_checkpoint(args.preset)
     work = work_folder("latency")
-    queries = workloads(load_tokenizer(checkpoint), work, quick=True)[0]
-    lines = []
-    for label, extra in (("1 instance, all cores", []), ("2 instances, half the cores each", ["--instances", "2"])):
+    queries, passages = workloads(load_tokenizer(checkpoint), work, quick=True)[:2]
+    lines: list[str] = []
+    memory: list[str] = []
+    servers = (("1 instance, all cores", ["--instances", "1"]),
+               ("2 instances, 1 forward slot, all cores (default)", []),
+               ("2 instances computing at once, half the cores each", ["--forward-slots", "0"]))
+    for label, extra in servers:
         server = embed_server(checkpoint, work, *extra)
         try:
-            for protocol in ("grpc", "http"):
-                workload = dataclasses.replace(queries, concurrency=[1, 8], protocols=(protocol,))
+            runs = [dataclasses.replace(queries, concurrency=[1, 8], protocols=(protocol,))
+                    for protocol in ("grpc", "http")]
+            runs.append(dataclasses.replace(passages, concurrency=[16], protocols=("grpc",)))
+            for workload in runs:
+                protocol = workload.protocols[0]
                 url = server.grpc if protocol == "grpc" else server.http
                 for row in run_perf_analyzer(workload, protocol, url, work / f"{protocol}.csv", args.window_ms,
                                              perf_analyzer_env()):
                     if "error" in row:
-                        lines.append(f"| {label} | {protocol} | {row['Concurrency']} | {row['error']} | | | | |")
+                        lines.append(f"| {label} | {workload.name} | {protocol} | {row['Concurrency']} | "
+                                     f"{row['error']} | | | | |")
                         continue
                     ms = {key: float(row[key]) / 1000 for key in ("p50 latency", "p99 latency", "Server Queue")}
-                    lines.append(f"| {label} | {protocol} | {row['Concurrency']} | "
+                    lines.append(f"| {label} | {workload.name} | {protocol} | {row['Concurrency']} | "
                                  f"{float(row['Inferences/Second']):.1f} | {ms['p50 latency']:.0f} | "
                                  f"{ms['p99 latency']:.0f} | {ms['p99 latency'] / ms['p50 latency']:.1f} | "
                                  f"{ms['Server Queue']:.1f} |")
+            memory.append(f"| {label} | {tree_rss_mib(server.process.pid):,.0f} | "
+                          f"{tree_rss_mib(server.process.pid, 'VmHWM'):,.0f} |")
         finally:
             server.stop()
     text = "\n".join([f"# single-query tail latency {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-                      "", f"Machine: {machine()}; preset `{args.preset}`, dtype auto; ~16-token queries, one per "
-                      f"request; perf_analyzer windows of {args.window_ms // 1000} s.", "",
-                      "| server | protocol | concurrency | queries/s | p50 ms | p99 ms | p99 / p50 | queue ms |",
-                      "|---|---|---|---|---|---|---|---|", *lines])
+                      "", f"Machine: {machine()}; preset `{args.preset}`, dtype auto; ~16-token queries and "
+                      f"~256-token passages, one per request, all three outputs; perf_analyzer windows of "
+                      f"{args.window_ms // 1000} s.", "",
+                      "| server | workload | protocol | concurrency | texts/s | p50 ms | p99 ms | p99 / p50 "
+                      "| queue ms |",
+                      "|---|---|---|---|---|---|---|---|---|", *lines, "",
+                      "Memory of the server's process tree after the runs (Triton and its stubs):", "",
+                      "| server | RSS MiB | sum of peaks MiB |", "|---|---|---|", *memory])
     publish(text, args.out, f"latency-{args.preset}")
     return 0
 

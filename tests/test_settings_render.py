@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fake_pb_utils import REPO
@@ -122,11 +124,28 @@ def test_render_applies_a_deployment(tmp_path: Path) -> None:
     assert (target / "bge_m3" / "1" / "model.py").is_file()
 
 
-def test_cpu_instances_split_the_cores(tmp_path: Path) -> None:
-    target = render_repository(REPO / "model_repository", tmp_path / "m", Deployment(instances=2))
+@pytest.mark.parametrize(("count", "slots", "threads", "expected"), [
+    (2, "1", "0", lambda cores: cores),              # one computes at a time: all cores
+    (2, "0", "0", lambda cores: max(1, cores // 2)),  # unlimited: the cores split between the instances
+    (4, "2", "0", lambda cores: max(1, cores // 2)),
+    (2, "1", "3", lambda cores: 3),                   # set explicitly: kept
+])
+def test_cpu_threads_follow_the_forward_slots(count: int, slots: str, threads: str, expected: Any) -> None:
+    config = json.dumps({"instance_group": [{"count": count, "kind": "KIND_CPU"}],
+                         "parameters": {"forward_slots": {"string_value": slots},
+                                        "torch_threads": {"string_value": threads}}})
+    settings = settings_from_args({"model_config": config, "model_name": "bge_m3", "model_instance_kind": "CPU"},
+                                  env={})
+    assert settings.device == "cpu"
+    assert settings.torch_threads == expected(len(os.sched_getaffinity(0)))
+
+
+def test_rendered_cpu_deployment_keeps_thread_choice_to_the_stub(tmp_path: Path) -> None:
+    target = render_repository(REPO / "model_repository", tmp_path / "m", Deployment(forward_slots=0))
     embed = load_config(target / "bge_m3" / "config.pbtxt")
-    assert embed.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU
-    assert int(embed.parameters["torch_threads"].string_value) >= 1
+    assert embed.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU and embed.instance_group[0].count == 2
+    assert embed.parameters["forward_slots"].string_value == "0"
+    assert embed.parameters["torch_threads"].string_value == "0"
     assert not (target / "bge_reranker").exists()
 
 

@@ -9,7 +9,7 @@ import triton_python_backend_utils as pb_utils
 from bge_m3_client import contract
 from bge_m3_triton.core.m3 import M3Model
 from bge_m3_triton.serving.embed import EmbedService
-from bge_m3_triton.serving.triton_glue import BatchExecutor, settings_from_args
+from bge_m3_triton.serving.triton_glue import BatchExecutor, forward_gate, settings_from_args
 
 
 class TritonPythonModel:
@@ -17,7 +17,7 @@ class TritonPythonModel:
 
     def initialize(self, args):
         settings = settings_from_args(args)
-        self.service = EmbedService(M3Model.load(settings))
+        self.service = EmbedService(M3Model.load(settings), forward_gate(args, settings))
         self.executor = BatchExecutor(pb_utils, args["model_name"], contract.EMBED_OUTPUTS, settings.max_text_bytes)
 
     def execute(self, requests):

@@ -5,7 +5,7 @@ import triton_python_backend_utils as pb_utils
 from bge_m3_client import contract
 from bge_m3_triton.core.cross_encoder import CrossEncoder
 from bge_m3_triton.serving.cross import CrossEncoderService
-from bge_m3_triton.serving.triton_glue import BatchExecutor, settings_from_args
+from bge_m3_triton.serving.triton_glue import BatchExecutor, forward_gate, settings_from_args
 
 
 class TritonPythonModel:
@@ -13,7 +13,7 @@ class TritonPythonModel:
 
     def initialize(self, args):
         settings = settings_from_args(args)
-        self.service = CrossEncoderService(CrossEncoder.load(settings))
+        self.service = CrossEncoderService(CrossEncoder.load(settings), forward_gate(args, settings))
         self.executor = BatchExecutor(pb_utils, args["model_name"], {contract.SCORE: "FP32"}, settings.max_text_bytes)
 
     def execute(self, requests):

@@ -87,8 +87,12 @@ SETTINGS: tuple[Setting, ...] = (
             "bf16", ("BGE_M3_DTYPE",), models=_W, choices=DTYPES),
     Setting("device", str, "cpu", "cpu, cuda (every GPU) or cuda:N", ("GPU_DEVICE", "BGE_M3_DEVICE"),
             lands=INSTANCE_KIND, models=_W),
-    Setting("instances", int, 1, "model instances (CPU: the cores are split between them)",
-            ("MAX_MODELS", "BGE_M3_INSTANCES"), lands=INSTANCE_COUNT, models=_W, minimum=1),
+    Setting("instances", int, 2, "model instances; two keep Triton's dynamic batcher from stalling a request "
+            "for 500 ms (README: Latency)", ("MAX_MODELS", "BGE_M3_INSTANCES"), lands=INSTANCE_COUNT, models=_W,
+            minimum=1),
+    Setting("forward_slots", int, 1, "CPU: how many instances may run a forward pass at once, each with the "
+            "cores divided by this (0: no limit, the cores divided by the instances)",
+            ("BGE_M3_FORWARD_SLOTS",), models=_W, minimum=0),
     Setting("query_max_length", int, 512, "default max tokens of a query", ("BGE_M3_QUERY_MAX_LENGTH",),
             models=(EMBED, RERANK), minimum=2),
     Setting("passage_max_length", int, 8192, "default max tokens of a passage", ("BGE_M3_PASSAGE_MAX_LENGTH",),
@@ -108,7 +112,7 @@ SETTINGS: tuple[Setting, ...] = (
             ("BGE_M3_QUEUE_TIMEOUT_US",), lands=QUEUE_TIMEOUT, minimum=0),
     Setting("max_queue_size", int, 1024, "requests beyond this many queued are refused",
             ("BGE_M3_MAX_QUEUE_SIZE",), lands=QUEUE_SIZE, minimum=0),
-    Setting("torch_threads", int, 0, "intra-op threads per instance; 0: the cores divided by the instances",
+    Setting("torch_threads", int, 0, "intra-op threads per instance; 0: the cores divided by the forward slots",
             ("BGE_M3_TORCH_THREADS",), models=_W, minimum=0),
     Setting("max_text_bytes", int, 2_000_000, "largest text accepted, UTF-8 bytes", ("BGE_M3_MAX_TEXT_BYTES",),
             minimum=1),
@@ -160,6 +164,7 @@ class ModelSettings:
     max_text_bytes: int = default("max_text_bytes")
     max_response_bytes: int = default("max_response_bytes")
     torch_threads: int = default("torch_threads")
+    forward_slots: int = default("forward_slots")
     embed_model: str = default("embed_model")
     embed_max_batch_size: int = default("embed_max_batch_size")
 

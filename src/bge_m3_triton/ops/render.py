@@ -7,7 +7,6 @@ changed, and written back, so a typo is an error here rather than a model that f
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -90,7 +89,6 @@ def render_config(config: mc.ModelConfig, deployment: Deployment) -> mc.ModelCon
     out = mc.ModelConfig()
     out.CopyFrom(config)
     values = dict(deployment.values)
-    values["torch_threads"] = _threads(deployment)
     if out.name == RERANK and deployment.max_batch_size is not None:
         values["embed_max_batch_size"] = deployment.max_batch_size
     for setting in SETTINGS:
@@ -142,13 +140,3 @@ def _gpu_index(device: str) -> int | None:
     if device.startswith("cuda:") and device[5:].isdigit():
         return int(device[5:])
     raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
-
-
-def _threads(deployment: Deployment) -> int | None:
-    """On CPU, split the cores between instances unless threads were set explicitly."""
-    if deployment.torch_threads is not None:
-        return int(deployment.torch_threads)
-    instances = int(deployment.value("instances"))
-    if _gpu_index(deployment.value("device")) is None and instances > 1:
-        return max(1, len(os.sched_getaffinity(0)) // instances)
-    return None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +29,9 @@ class CrossJob:
 class CrossEncoderService:
     """Parses cross-encoder requests and scores all pairs of a dynamic batch together."""
 
-    def __init__(self, model: CrossEncoder) -> None:
+    def __init__(self, model: CrossEncoder, hold: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
         self.model = model
+        self.hold = hold  # held around the forward pass (serving.forward_gate)
 
     def parse(self, view: RequestView) -> CrossJob:
         """Validate one request; raises `InvalidRequest` with the reason."""
@@ -50,7 +53,8 @@ class CrossEncoderService:
         for job in jobs:
             ids.extend(self.model.pair_ids(job.queries, job.passages, job.max_length, job.max_query_length))
             normalize.extend([job.normalize] * len(job.queries))
-        scores = self.model.score(ids, normalize)
+        with self.hold():
+            scores = self.model.score(ids, normalize)
         out, start = [], 0
         for job in jobs:
             out.append({c.SCORE: np.array(scores[start:start + len(job.queries)], dtype=np.float32).reshape(-1, 1)})

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import numpy as np
 
@@ -26,8 +28,9 @@ class EmbedJob:
 class EmbedService:
     """Parses embed requests and runs every job of a dynamic batch through one `M3Model.encode`."""
 
-    def __init__(self, model: M3Model) -> None:
+    def __init__(self, model: M3Model, hold: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
         self.model = model
+        self.hold = hold  # held around the forward pass (serving.forward_gate)
 
     def parse(self, view: RequestView) -> EmbedJob:
         """Validate one request into an `EmbedJob`; raises `InvalidRequest` with the reason."""
@@ -58,7 +61,8 @@ class EmbedService:
         forward = [i for i, error in enumerate(refused) if error is None and groups[i]]
         merged = Tokenized(ids=[ids for i in forward for ids in tokenized[i].ids],
                            truncated=[cut for i in forward for cut in tokenized[i].truncated])
-        results = self.model.encode_tokenized(merged, tuple(set().union(*(groups[i] for i in forward))))
+        with self.hold():
+            results = self.model.encode_tokenized(merged, tuple(set().union(*(groups[i] for i in forward))))
         packed: list[Outputs | Exception] = []
         start = 0
         for index, (job, error) in enumerate(zip(jobs, refused)):

@@ -6,17 +6,20 @@ also lets the unit tests use a stand-in.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
 from bge_m3_client.contract import config_parameters
 from bge_m3_triton.core.settings import ModelSettings
+from bge_m3_triton.serving.forward_gate import ForwardGate
 from bge_m3_triton.serving.params import InvalidRequest, RequestParams
 
 LOG = logging.getLogger(__name__)
@@ -25,8 +28,11 @@ Outputs = dict[str, np.ndarray]
 
 
 def settings_from_args(args: Mapping[str, str], env: Mapping[str, str] | None = None) -> ModelSettings:
-    """The model's settings from the `args` Triton passes to `initialize` (its config's parameters);
-    `device: auto` becomes the Triton instance's device."""
+    """The model's settings from the `args` Triton passes to `initialize` (its config's parameters).
+
+    `device: auto` becomes the Triton instance's device. On CPU, `torch_threads: 0` becomes the cores
+    this process may use divided by the instances that compute at once: the forward slots, or every
+    instance of the model when the slots are unlimited (0)."""
     config = json.loads(args["model_config"])
     parameters = config_parameters(config)
     settings = ModelSettings.from_sources(parameters, os.environ if env is None else env, args["model_name"])
@@ -34,8 +40,20 @@ def settings_from_args(args: Mapping[str, str], env: Mapping[str, str] | None = 
         kind = args.get("model_instance_kind", "CPU")
         device = f"cuda:{args.get('model_instance_device_id', '0')}" if kind == "GPU" else "cpu"
         settings = dataclasses.replace(settings, device=device)
+    if settings.device == "cpu" and settings.torch_threads == 0:
+        instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
+        computing = min(instances, settings.forward_slots) if settings.forward_slots else instances
+        settings = dataclasses.replace(settings, torch_threads=max(1, len(os.sched_getaffinity(0)) // computing))
     LOG.info("%s runs with %s", args["model_name"], settings)
     return settings
+
+
+def forward_gate(args: Mapping[str, str], settings: ModelSettings) -> Callable[[], AbstractContextManager[Any]]:
+    """What a model holds around each forward pass: a slot of the server's `ForwardGate` when it runs on
+    CPU with limited forward slots, else nothing."""
+    if settings.device != "cpu" or settings.forward_slots == 0:
+        return contextlib.nullcontext
+    return ForwardGate.for_repository(args["model_repository"], settings.forward_slots).hold
 
 
 class RequestView:
