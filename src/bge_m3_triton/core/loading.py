@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from bge_m3_triton.core import checkpoint, devices
+from bge_m3_triton.core import checkpoint, devices, shared_weights
 from bge_m3_triton.core.settings import ModelSettings
 
 LOG = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class Loaded:
 def load_pretrained(settings: ModelSettings, auto_class: Any, what: str, required: Sequence[str] = ()) -> Loaded:
     """Load `settings.model` with a transformers auto class (`AutoModel`, ...); `what` names it in errors."""
     folder = checkpoint.resolve_checkpoint(settings.model, settings.revision, required=tuple(required))
-    checkpoint.encoder_weights_file(folder)
+    weights_file = checkpoint.encoder_weights_file(folder)
     device = devices.resolve_device("cpu" if settings.device == "auto" else settings.device)
     dtype = devices.resolve_dtype(settings.dtype, device)
     if device.type == "cpu":
@@ -44,6 +44,9 @@ def load_pretrained(settings: ModelSettings, auto_class: Any, what: str, require
     model = model.to(device).eval()
     if settings.dtype == "int8":
         model = devices.quantize_int8(model)
+    elif device.type == "cpu" and settings.share_weights == "on":
+        key = shared_weights.weights_key([weights_file, folder / "config.json"], dtype, auto_class.__name__)
+        shared_weights.share_weights(model, key)
     LOG.info("loaded %s %s on %s as %s", what, settings.model, device, settings.dtype if settings.dtype == "int8"
              else dtype)
     return Loaded(folder, model, device, dtype)

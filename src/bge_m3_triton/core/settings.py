@@ -93,6 +93,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("forward_slots", int, 1, "CPU: how many instances may run a forward pass at once, each with the "
             "cores divided by this (0: no limit, the cores divided by the instances)",
             ("BGE_M3_FORWARD_SLOTS",), models=_W, minimum=0),
+    Setting("share_weights", str, "on", "CPU: the instances map one copy of the converted weights (a file in "
+            "$BGE_M3_SHARED_WEIGHTS_DIR, default $TMPDIR/bge-m3-triton-weights) instead of one copy each",
+            ("BGE_M3_SHARE_WEIGHTS",), models=_W, choices=("on", "off")),
     Setting("query_max_length", int, 512, "default max tokens of a query", ("BGE_M3_QUERY_MAX_LENGTH",),
             models=(EMBED, RERANK), minimum=2),
     Setting("passage_max_length", int, 8192, "default max tokens of a passage", ("BGE_M3_PASSAGE_MAX_LENGTH",),
@@ -165,6 +168,7 @@ class ModelSettings:
     max_response_bytes: int = default("max_response_bytes")
     torch_threads: int = default("torch_threads")
     forward_slots: int = default("forward_slots")
+    share_weights: str = default("share_weights")
     embed_model: str = default("embed_model")
     embed_max_batch_size: int = default("embed_max_batch_size")
 

@@ -111,27 +111,39 @@ def process_tree(pid: int) -> list[int]:
 
 
 def tree_rss_mib(pid: int, field: str = "VmRSS") -> float:
-    """Resident memory of a process tree, MiB: current (`VmRSS`) or each process's peak (`VmHWM`)."""
+    """Resident memory of a process tree, MiB: current (`VmRSS`), each process's peak (`VmHWM`), or the
+    proportional set size (`Pss`: pages shared by several processes, such as mapped shared weights,
+    counted once in all)."""
     total = 0
+    source = "smaps_rollup" if field == "Pss" else "status"
     for member in process_tree(pid):
         try:
-            status = Path(f"/proc/{member}/status").read_text()
+            status = Path(f"/proc/{member}/{source}").read_text()
         except OSError:
             continue
-        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith(field)), 0)
+        total += next((int(line.split()[1]) for line in status.splitlines() if line.startswith(field + ":")), 0)
     return total / 1024
 
 
-def stub_pid(server: Server, model: str) -> int:
-    """The Python backend stub process serving `model`."""
+def stub_pids(server: Server, model: str) -> list[int]:
+    """The Python backend stub processes serving `model`, one per instance."""
+    found = []
     for member in process_tree(server.process.pid):
         try:
             command = Path(f"/proc/{member}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
         if "triton_python_backend_stub" in command and f"/{model}/1/model.py" in command:
-            return member
-    raise LookupError(f"no stub process for {model}")
+            found.append(member)
+    return found
+
+
+def stub_pid(server: Server, model: str) -> int:
+    """A Python backend stub process serving `model` (the first found)."""
+    found = stub_pids(server, model)
+    if not found:
+        raise LookupError(f"no stub process for {model}")
+    return found[0]
 
 
 class Gateway:

@@ -31,8 +31,9 @@ def tokenizer_folder() -> Path:
 
 
 def make_test_model(folder: Path, preset: str = "tiny", seed: int = 0, reranker: bool = False,
-                    weights_format: str = "safetensors") -> Path:
-    """Write a deterministic random checkpoint for `seed` into `folder` and return it."""
+                    weights_format: str = "safetensors", overrides: dict[str, Any] | None = None) -> Path:
+    """Write a deterministic random checkpoint for `seed` into `folder` and return it; `overrides`
+    change the preset's `XLMRobertaConfig` fields (another encoder's shape)."""
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaModel
 
     if preset not in PRESETS:
@@ -44,7 +45,7 @@ def make_test_model(folder: Path, preset: str = "tiny", seed: int = 0, reranker:
         "vocab_size": 250002, "max_position_embeddings": 8194, "type_vocab_size": 1, "layer_norm_eps": 1e-5,
         "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2, "hidden_act": "gelu", "num_labels": 1,
         "architectures": ["XLMRobertaForSequenceClassification" if reranker else "XLMRobertaModel"],
-        **PRESETS[preset],
+        **PRESETS[preset], **(overrides or {}),
     }
     config = XLMRobertaConfig(**fields)
     torch.manual_seed(seed)

@@ -1,0 +1,65 @@
+"""CPU instances map one shared copy of the converted weights, and serve the same numbers from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bge_m3_triton.core.cross_encoder import CrossEncoder
+from bge_m3_triton.core.m3 import M3Model
+from bge_m3_triton.core.settings import ModelSettings
+
+TEXTS = ["a short query", "ein etwas längerer Absatz über Suchmaschinen und Vektoren"]
+
+
+def _mapped_files(model: object) -> set[str]:
+    """The files whose mappings back the model's parameters (via /proc/self/maps)."""
+    import torch
+
+    params = [p for p in model.parameters() if isinstance(p, torch.Tensor)]  # type: ignore[attr-defined]
+    addresses = [p.untyped_storage().data_ptr() for p in params]
+    files = set()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) < 6:
+            continue
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        if any(start <= a < end for a in addresses):
+            files.add(fields[5])
+    return files
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_shared_weights_are_mapped_once_and_give_the_same_numbers(
+        m3_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: str) -> None:
+    monkeypatch.setenv("BGE_M3_SHARED_WEIGHTS_DIR", str(tmp_path))
+    private = M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype=dtype, device="cpu", share_weights="off"))
+    first = M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype=dtype, device="cpu"))
+    second = M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype=dtype, device="cpu"))
+    files = sorted(tmp_path.glob("*.pt"))
+    assert len(files) == 1, files  # written once, by the first instance
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert _mapped_files(second.encoder) == {str(files[0])}
+    assert str(files[0]) not in _mapped_files(private.encoder)
+    assert next(second.encoder.parameters()).dtype == private.dtype
+    expected = private.encode(TEXTS, [64, 64])
+    for model in (first, second):
+        for got, want in zip(model.encode(TEXTS, [64, 64]), expected):
+            np.testing.assert_array_equal(got.dense, want.dense)
+            np.testing.assert_array_equal(got.colbert, want.colbert)
+            np.testing.assert_array_equal(got.sparse_weights, want.sparse_weights)
+
+
+def test_each_dtype_and_model_kind_has_its_own_file_and_int8_is_private(
+        m3_checkpoint: Path, reranker_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BGE_M3_SHARED_WEIGHTS_DIR", str(tmp_path))
+    M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype="float32", device="cpu"))
+    M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype="bfloat16", device="cpu"))
+    M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype="int8", device="cpu"))
+    cross = CrossEncoder.load(ModelSettings(model=str(reranker_checkpoint), dtype="float32", device="cpu"))
+    assert len(list(tmp_path.glob("*.pt"))) == 3
+    assert cross.score([[0, 10, 2, 2, 11, 2]], [True])[0] == pytest.approx(
+        CrossEncoder.load(ModelSettings(model=str(reranker_checkpoint), dtype="float32", device="cpu",
+                                        share_weights="off")).score([[0, 10, 2, 2, 11, 2]], [True])[0], abs=0)
