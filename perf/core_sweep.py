@@ -79,7 +79,7 @@ def main() -> int:
     probe = load()
     ceiling = for_checkpoint(checkpoint, args.dtype, torch.get_num_threads())
     rows = []
-    settings: list[tuple[str, dict[str, int]]] = [(f"budget {b:,} tokens", {"max_batch_tokens": int(b)})
+    settings: list[tuple[str, dict[str, int]]] = [(f"budget {int(b):,} tokens", {"max_batch_tokens": int(b)})
                                                    for b in args.budgets.split(",")]
     settings.append(("each text alone (max_batch_texts=1)", {"max_batch_texts": 1}))
     for label, overrides in settings:

@@ -125,7 +125,8 @@ def make_e5_checkpoint(folder: Path, seed: int = 0) -> Path:
     make_test_model(folder, preset="tiny", seed=seed, overrides={
         "num_hidden_layers": int(shape["layers"]), "hidden_size": int(shape["hidden"]),
         "num_attention_heads": int(shape["heads"]), "intermediate_size": int(shape["intermediate"]),
-        "max_position_embeddings": int(shape["positions"]), "layer_norm_eps": float(shape["eps"])})
+        "max_position_embeddings": int(shape["positions"]), "layer_norm_eps": float(shape["eps"]),
+        "vocab_size": int(shape["vocab"]), "type_vocab_size": int(shape["type_vocab"])})
     weights = load_file(folder / "model.safetensors")
     for name, value in state_dict(shape, tensors).items():
         if weights[name].shape != value.shape:

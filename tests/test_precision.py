@@ -52,3 +52,18 @@ def test_int8_is_refused_on_a_gpu_device() -> None:
 
     with pytest.raises(ValueError, match="CPU only"):
         resolve_dtype("int8", torch.device("cuda", 0))
+
+
+def test_int8_keeps_the_feed_forward_outputs_in_fp32(m3_checkpoint: Path) -> None:
+    """Every Linear but the FFN output projections runs the int8 kernel (README: why)."""
+    import torch
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    from bge_m3_triton.core.m3 import M3Model
+    from bge_m3_triton.core.settings import ModelSettings
+
+    model = M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype="int8", device="cpu"))
+    layer = model.encoder.encoder.layer[0]
+    assert type(layer.output.dense) is torch.nn.Linear and layer.output.dense.weight.dtype == torch.float32
+    for quantized in (layer.attention.self.query, layer.attention.output.dense, layer.intermediate.dense):
+        assert isinstance(quantized, DynamicLinear)

@@ -27,7 +27,7 @@ def _mapped_files(model: object) -> set[str]:
             continue
         start, end = (int(x, 16) for x in fields[0].split("-"))
         if any(start <= a < end for a in addresses):
-            files.add(fields[5])
+            files.add(" ".join(fields[5:]))  # a replaced file shows as "PATH (deleted)"
     return files
 
 
@@ -40,7 +40,7 @@ def test_shared_weights_are_mapped_once_and_give_the_same_numbers(
     second = M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype=dtype, device="cpu"))
     files = sorted(tmp_path.glob("*.pt"))
     assert len(files) == 1, files  # written once, by the first instance
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".*.tmp"))  # (the lock file `.KEY.lock` stays)
     assert _mapped_files(second.encoder) == {str(files[0])}
     assert str(files[0]) not in _mapped_files(private.encoder)
     assert next(second.encoder.parameters()).dtype == private.dtype
@@ -63,3 +63,38 @@ def test_each_dtype_and_model_kind_has_its_own_file_and_int8_is_private(
     assert cross.score([[0, 10, 2, 2, 11, 2]], [True])[0] == pytest.approx(
         CrossEncoder.load(ModelSettings(model=str(reranker_checkpoint), dtype="float32", device="cpu",
                                         share_weights="off")).score([[0, 10, 2, 2, 11, 2]], [True])[0], abs=0)
+
+
+def _load_and_report(folder: str, start: float, found: dict[int, str], index: int) -> None:
+    import time
+
+    import torch
+
+    from bge_m3_triton.core.shared_weights import share_weights
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[torch.nn.Linear(256, 256) for _ in range(8)])
+    time.sleep(max(0.0, start - time.time()))  # both processes reach share_weights together
+    share_weights(model, "concurrent", Path(folder))
+    found[index] = " ".join(sorted(_mapped_files(model)))
+
+
+def test_instances_loading_at_once_map_the_same_file(tmp_path: Path) -> None:
+    import multiprocessing
+    import os
+    import time
+
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        found = manager.dict()
+        start = time.time() + 3
+        workers = [context.Process(target=_load_and_report, args=(str(tmp_path), start, found, i)) for i in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+            assert worker.exitcode == 0
+        mapped = dict(found)
+    file = str(tmp_path / "concurrent.pt")
+    assert mapped[0] == mapped[1] == file  # not "(deleted)": nobody replaced a file another had mapped
+    assert os.path.isfile(file)

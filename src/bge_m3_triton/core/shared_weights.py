@@ -12,6 +12,7 @@ mtime), the dtype and torch's version, so a changed checkpoint or torch gets a n
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -45,15 +46,19 @@ def share_weights(model: torch.nn.Module, key: str, folder: Path | None = None) 
     folder = default_folder() if folder is None else folder
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{key}.pt"
-    if not path.is_file():
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
-        os.close(handle)
-        try:
-            torch.save(model.state_dict(), temporary)
-            os.replace(temporary, path)  # atomic: a reader sees the whole file or none
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temporary)
+    # Instances load at the same time: one writes while the others wait on the lock, then all map the
+    # same file (two writers would each map their own, and the first one's would be replaced).
+    with open(folder / f".{key}.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.is_file():
+            handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".tmp")
+            os.close(handle)
+            try:
+                torch.save(model.state_dict(), temporary)
+                os.replace(temporary, path)  # atomic: a reader sees the whole file or none
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temporary)
     state = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
     model.load_state_dict(state, assign=True)
     LOG.info("weights mapped from %s (shared between the instances)", path)
