@@ -165,7 +165,8 @@ def wait_for_part(folder: Path, process: subprocess.Popen[bytes], timeout_s: flo
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL])
 def test_a_stopped_run_resumes_with_every_id_once(server: Server, tmp_path: Path, stop: signal.Signals) -> None:
-    docs = corpus(1500, seed=5)
+    total = 4000  # enough that the job cannot finish between its first part file and the signal
+    docs = corpus(total, seed=5)
     source = write_jsonl(tmp_path / "corpus.jsonl", docs)
     out = tmp_path / "out"
     args = [str(source), "--url", server.grpc, "--protocol", "grpc", "--output", str(out), "--batch-size", "8",
@@ -177,11 +178,11 @@ def test_a_stopped_run_resumes_with_every_id_once(server: Server, tmp_path: Path
     assert code == (130 if stop == signal.SIGINT else -signal.SIGKILL)
     assert not list(out.glob(".*.tmp")) or stop == signal.SIGKILL  # SIGINT leaves only whole part files
     done_before = pq.read_table(out, columns=["id"]).num_rows
-    assert 0 < done_before < 1500
+    assert 0 < done_before < total
     second = cli(tmp_path, *args)
     assert second.wait(300) == 0, (tmp_path / "stderr.txt").read_text()
     summary = json.loads((tmp_path / "stdout.txt").read_text())
-    assert summary["skipped"] == done_before and summary["embedded"] == 1500 - done_before
+    assert summary["skipped"] == done_before and summary["embedded"] == total - done_before
     ids = pq.read_table(out, columns=["id"]).column("id").to_pylist()
     assert sorted(ids) == sorted(d["id"] for d in docs)  # every id exactly once
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpc
 import tritonclient.http as http
-from conftest import Server, start_server, stub_pid
+from conftest import Server, start_server, stub_pids
 from tritonclient.utils import InferenceServerException
 
 from bge_m3_client import (
@@ -101,11 +101,15 @@ def test_clients_cannot_load_or_unload_models(strict_server: Server) -> None:
 
 
 def test_a_dead_stub_is_reported_not_silent(strict_server: Server) -> None:
-    """Last in this module: it breaks the server. Triton 2.51 does not restart the stub and keeps
-    answering ready; our client gets an error and `bge-m3-triton health` says unhealthy."""
+    """Last in this module: it breaks the server. Triton 2.51 does not restart a stub and keeps
+    answering ready; with every instance's stub dead, our client gets an error and `bge-m3-triton
+    health` says unhealthy."""
     from bge_m3_triton.ops.cli import main
 
-    os.kill(stub_pid(strict_server, "bge_m3"), signal.SIGKILL)
+    stubs = stub_pids(strict_server, "bge_m3")
+    assert len(stubs) == 2  # the default: two instances
+    for pid in stubs:
+        os.kill(pid, signal.SIGKILL)
     time.sleep(1)
     with BGEM3Client(strict_server.http, retries=0) as client, pytest.raises(BGEM3Error) as failure:
         client.encode(["anyone there?"])
