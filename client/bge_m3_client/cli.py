@@ -86,11 +86,14 @@ def embed(args: argparse.Namespace) -> int:
                          colbert=args.colbert, concurrency=args.concurrency, batch_size=args.batch_size,
                          max_length=args.max_length, strict=args.strict, max_failures=args.max_failures)
     client = BGEM3Client(args.url, protocol=args.protocol, retries=args.retries)
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops as Ctrl-C does
+    # SIGTERM stops as Ctrl-C does; SIGINT too even where the job was started in the background (a shell
+    # starts `job &` with SIGINT ignored, and Python then keeps it ignored).
+    previous = {number: signal.signal(number, signal.default_int_handler) for number in (signal.SIGTERM, signal.SIGINT)}
     try:
         outcome = EmbedJob(client, sink, options).run()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
     summary = {**outcome.counts.summary(outcome.seconds), "output": sink.where(), "failed_file": str(failed),
                "exit_code": outcome.exit_code, "result": outcome.reason}
     counts = outcome.counts
