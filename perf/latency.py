@@ -36,7 +36,8 @@ def main() -> int:
 
     checkpoint = benchmark_checkpoint(args.preset)
     work = work_folder("latency")
-    queries, passages = workloads(load_tokenizer(checkpoint), work, quick=True)[:2]
+    named = {w.name: w for w in workloads(load_tokenizer(checkpoint), work, quick=True)}
+    queries, passages = named["queries"], named["passages"]
     lines: list[str] = []
     memory: list[str] = []
     servers = (("1 instance, all cores", ["--instances", "1"]),
