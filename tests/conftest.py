@@ -56,10 +56,12 @@ def reranker_checkpoint() -> Path:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, m3_checkpoint: Path,
            reranker_checkpoint: Path) -> Iterator[Server]:
-    """The main test server: embed, combined rerank and cross-encoder models, fp32 on CPU."""
+    """The main test server: embed, combined rerank and cross-encoder models, fp32 on CPU, two instances
+    per model (shared weights, one forward gate; the other test servers run the default one)."""
     tmp = tmp_path_factory.mktemp("server")
     running = start_server(tmp, ["--model", str(m3_checkpoint), "--reranker", str(reranker_checkpoint),
-                                 "--dtype", "float32", "--queue-delay-us", "20000", "--workdir", str(tmp / "work")],
+                                 "--dtype", "float32", "--queue-delay-us", "20000", "--instances", "2",
+                                 "--workdir", str(tmp / "work")],
                            ["bge_m3", "bge_m3_rerank", "bge_reranker"])
     yield running
     running.stop()

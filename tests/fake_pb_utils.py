@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import threading
 import types
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,23 @@ class InferenceResponse:
         return self._error
 
 
+TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1
+
+
+class ResponseSender:
+    """A request's response sender: a non-decoupled model sends exactly one final response."""
+
+    def __init__(self) -> None:
+        self.sent: list[InferenceResponse] = []
+        self.done = threading.Event()
+
+    def send(self, response: InferenceResponse | None = None, flags: int = 0) -> None:
+        assert not self.done.is_set(), "a response was sent after the final one"
+        assert flags == TRITONSERVER_RESPONSE_COMPLETE_FINAL and response is not None, "one final response"
+        self.sent.append(response)
+        self.done.set()
+
+
 class Request:
     """A request as the backend hands it to `execute`."""
 
@@ -59,6 +77,10 @@ class Request:
         self._parameters = json.dumps(parameters or {})
         self._outputs = outputs or []
         self._cancelled = cancelled
+        self.sender = ResponseSender()
+
+    def get_response_sender(self) -> ResponseSender:
+        return self.sender
 
     def parameters(self) -> str:
         return self._parameters
@@ -68,6 +90,18 @@ class Request:
 
     def is_cancelled(self) -> bool:
         return self._cancelled
+
+
+def answers(model: Any, requests: list[Request], timeout_s: float = 120) -> list[InferenceResponse]:
+    """`model.execute(requests)`'s responses in request order, whether it returns them or sends them
+    through the requests' response senders (then waiting for each)."""
+    returned = model.execute(requests)
+    if returned is not None:
+        assert not any(r.sender.sent for r in requests), "responses both returned and sent"
+        return list(returned)
+    for request in requests:
+        assert request.sender.done.wait(timeout_s), "a request got no response"
+    return [request.sender.sent[0] for request in requests]
 
 
 def get_input_tensor_by_name(request: Request, name: str) -> Tensor | None:

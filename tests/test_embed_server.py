@@ -156,8 +156,8 @@ def _mapped_weights(pid: int) -> set[str]:
 
 
 def test_the_instances_share_one_weights_mapping_and_one_forward_gate(server: Server) -> None:
-    """The default deployment: two instances per model, one copy of each model's weights (mapped by
-    both), and one CPU forward gate for every model of the server."""
+    """Two instances per model (this server's): one copy of each model's weights (mapped by both), and
+    one CPU forward gate for every model of the server."""
     embed, cross = stub_pids(server, "bge_m3"), stub_pids(server, "bge_reranker")
     assert len(embed) == 2 and len(cross) == 2
     embed_maps = [_mapped_weights(pid) for pid in embed]

@@ -102,12 +102,12 @@ def test_clients_cannot_load_or_unload_models(strict_server: Server) -> None:
 
 def test_a_dead_stub_is_reported_not_silent(strict_server: Server) -> None:
     """Last in this module: it breaks the server. Triton 2.51 does not restart a stub and keeps
-    answering ready; with every instance's stub dead, our client gets an error and `bge-m3-triton
+    answering ready; with the stub dead, our client gets an error and `bge-m3-triton
     health` says unhealthy."""
     from bge_m3_triton.ops.cli import main
 
     stubs = stub_pids(strict_server, "bge_m3")
-    assert len(stubs) == 2  # the default: two instances
+    assert len(stubs) == 1  # the default: one instance
     for pid in stubs:
         os.kill(pid, signal.SIGKILL)
     time.sleep(1)

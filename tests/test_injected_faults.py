@@ -14,7 +14,7 @@ from conftest import REPO, start_server
 from bge_m3_client import AsyncBGEM3Client, InferenceError
 
 FAULTY_MODEL_PY = '''
-"""Test-only: the real bge_m3 adapter, made to fail on any text containing "poison"."""
+"""Test-only: the real bge_m3 adapter, its forward pass made to fail on any batch holding "poison pill"."""
 import importlib.util
 
 from bge_m3_triton.ops.launcher import REPO_ROOT
@@ -28,14 +28,15 @@ class TritonPythonModel(real.TritonPythonModel):
     def initialize(self, args):
         super().initialize(args)
         model = self.service.model
-        tokenize = model.tokenize
+        encode = model.encode_tokenized
+        poison = model.tokenize(["poison pill"], [512]).ids[0]
 
-        def tokenize_or_fail(texts, max_lengths, **kwargs):
-            if any("poison" in text for text in texts):
+        def encode_or_fail(tokens, *args, **kwargs):
+            if poison in tokens.ids:
                 raise RuntimeError("injected fault")
-            return tokenize(texts, max_lengths, **kwargs)
+            return encode(tokens, *args, **kwargs)
 
-        model.tokenize = tokenize_or_fail
+        model.encode_tokenized = encode_or_fail
 '''
 
 

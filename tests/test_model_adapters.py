@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fake_pb_utils import Request, load_model_py, texts, triton_args
+from fake_pb_utils import Request, answers, load_model_py, texts, triton_args
 from reference import ATOL, QUERY_MAX, TEXTS, encode
 
 
@@ -28,7 +28,7 @@ def test_mixed_batch_answers_every_request(embed_model: Any, m3_checkpoint: Path
         Request({"OTHER": texts("x")}),
         Request({"TEXT": texts("cancelled")}, cancelled=True),
     ]
-    responses = embed_model.execute(requests)
+    responses = answers(embed_model, requests)
     assert len(responses) == len(requests)
     ref = encode(m3_checkpoint, TEXTS, QUERY_MAX)
     first, third = responses[0].output_tensors, responses[2].output_tensors
@@ -45,27 +45,37 @@ def test_mixed_batch_answers_every_request(embed_model: Any, m3_checkpoint: Path
 
 def test_a_failing_request_does_not_fail_the_batch(embed_model: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     service = embed_model.service
-    real_tokenize = service.model.tokenize
+    real_tokenize, real_encode = service.model.tokenize, service.model.encode_tokenized
+    poison_ids = real_tokenize(["poison in the forward pass"], [512]).ids[0]
 
     def tokenize_or_fail(batch: list[str], *args: Any, **kwargs: Any) -> Any:
         if "poison" in batch:
             raise RuntimeError("simulated failure\n  File /secret/path.py, line 1")
         return real_tokenize(batch, *args, **kwargs)
 
+    def encode_or_fail(tokens: Any, *args: Any, **kwargs: Any) -> Any:
+        if poison_ids in tokens.ids:
+            raise ValueError("simulated forward failure")
+        return real_encode(tokens, *args, **kwargs)
+
     monkeypatch.setattr(service.model, "tokenize", tokenize_or_fail)
-    responses = embed_model.execute([Request({"TEXT": texts("fine")}), Request({"TEXT": texts("poison")}),
-                                     Request({"TEXT": texts("also fine")})])
-    assert not responses[0].has_error() and not responses[2].has_error()
-    message = responses[1].error().message()
-    assert message == "inference failed: RuntimeError: simulated failure"
+    monkeypatch.setattr(service.model, "encode_tokenized", encode_or_fail)
+    responses = answers(embed_model, [Request({"TEXT": texts("fine")}), Request({"TEXT": texts("poison")}),
+                                      Request({"TEXT": texts("also fine")}),
+                                      Request({"TEXT": texts("poison in the forward pass")}),
+                                      Request({"TEXT": texts("fine", "again")})])
+    assert [r.has_error() for r in responses] == [False, True, False, True, False]
+    assert responses[1].error().message() == "inference failed: RuntimeError: simulated failure"
     assert responses[1].error().code() == "INTERNAL"
-    assert not embed_model.execute([Request({"TEXT": texts("next batch")})])[0].has_error()
+    assert responses[3].error().message() == "inference failed: ValueError: simulated forward failure"
+    assert responses[4].output_tensors["DENSE"].shape == (2, 32)
+    assert not answers(embed_model, [Request({"TEXT": texts("next batch")})])[0].has_error()
 
 
 def test_cross_encoder_adapter(reranker_checkpoint: Path) -> None:
     model = load_model_py("bge_reranker").TritonPythonModel()
     model.initialize(triton_args("bge_reranker", {"model": str(reranker_checkpoint), "dtype": "float32"}))
-    responses = model.execute([
+    responses = answers(model, [
         Request({"QUERY": texts("q", "q"), "PASSAGE": texts("a", "b")}),
         Request({"QUERY": texts("q"), "PASSAGE": texts("a")}, {"normalize": False}),
         Request({"QUERY": texts("q"), "PASSAGE": texts("a", "b")}),
@@ -84,7 +94,7 @@ def test_oversized_colbert_response_is_refused_alone(m3_checkpoint: Path) -> Non
     model.initialize(triton_args("bge_m3", {"model": str(m3_checkpoint), "dtype": "float32",
                                             "max_response_bytes": "20000"}))
     long_text = "many words here " * 100
-    responses = model.execute([
+    responses = answers(model, [
         Request({"TEXT": texts(long_text)}, {"mode": "passage"}, outputs=["COLBERT", "COLBERT_LENGTHS"]),
         Request({"TEXT": texts(long_text)}, {"mode": "passage"}, outputs=["DENSE"]),
     ])

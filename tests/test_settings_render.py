@@ -141,7 +141,7 @@ def test_cpu_threads_follow_the_forward_slots(count: int, slots: str, threads: s
 
 
 def test_rendered_cpu_deployment_keeps_thread_choice_to_the_stub(tmp_path: Path) -> None:
-    target = render_repository(REPO / "model_repository", tmp_path / "m", Deployment(forward_slots=0))
+    target = render_repository(REPO / "model_repository", tmp_path / "m", Deployment(forward_slots=0, instances=2))
     embed = load_config(target / "bge_m3" / "config.pbtxt")
     assert embed.instance_group[0].kind == mc.ModelInstanceGroup.KIND_CPU and embed.instance_group[0].count == 2
     assert embed.parameters["forward_slots"].string_value == "0"

@@ -1,27 +1,31 @@
 """Triton adapter for the BGE-M3 embed model: dense, sparse and ColBERT outputs from one forward pass.
 
 Thin by design: settings from config.pbtxt parameters (environment overrides only on request),
-the model core from `bge_m3_triton`, per-request errors from `BatchExecutor`.
+the model core from `bge_m3_triton`, continuous batching and per-request errors from `Collector`.
 """
 
 import triton_python_backend_utils as pb_utils
 
 from bge_m3_client import contract
 from bge_m3_triton.core.m3 import M3Model
+from bge_m3_triton.serving.collector import Collector
 from bge_m3_triton.serving.embed import EmbedService
-from bge_m3_triton.serving.triton_glue import BatchExecutor, forward_gate, settings_from_args
+from bge_m3_triton.serving.triton_glue import BatchExecutor, forward_gate, max_batch_size, settings_from_args
 
 
 class TritonPythonModel:
-    """BGE-M3 embeddings for every request of a dynamic batch, in token-budget sub-batches."""
+    """BGE-M3 embeddings for every queued request, in token-budget sub-batches, on a forward thread."""
 
     def initialize(self, args):
         settings = settings_from_args(args)
-        self.service = EmbedService(M3Model.load(settings), forward_gate(args, settings))
-        self.executor = BatchExecutor(pb_utils, args["model_name"], contract.EMBED_OUTPUTS, settings.max_text_bytes)
+        self.service = EmbedService(M3Model.load(settings))
+        executor = BatchExecutor(pb_utils, args["model_name"], contract.EMBED_OUTPUTS, settings.max_text_bytes)
+        batch = max_batch_size(args)
+        self.collector = Collector(executor, self.service.parse, self.service, forward_gate(args, settings),
+                                   max_texts=batch, max_pending_texts=batch)
 
     def execute(self, requests):
-        return self.executor.execute(requests, self.service.parse, self.service.run)
+        return self.collector.execute(requests)
 
     def finalize(self):
-        self.service = None
+        self.collector.close()

@@ -1,23 +1,31 @@
-"""Triton adapter for cross-encoder rerankers (bge-reranker-v2-m3 family): one score per pair."""
+"""Triton adapter for cross-encoder rerankers (bge-reranker-v2-m3 family): one score per pair.
+
+Thin by design: settings from config.pbtxt, the model core from `bge_m3_triton`, continuous batching
+and per-request errors from `Collector`.
+"""
 
 import triton_python_backend_utils as pb_utils
 
 from bge_m3_client import contract
 from bge_m3_triton.core.cross_encoder import CrossEncoder
+from bge_m3_triton.serving.collector import Collector
 from bge_m3_triton.serving.cross import CrossEncoderService
-from bge_m3_triton.serving.triton_glue import BatchExecutor, forward_gate, settings_from_args
+from bge_m3_triton.serving.triton_glue import BatchExecutor, forward_gate, max_batch_size, settings_from_args
 
 
 class TritonPythonModel:
-    """Cross-encoder scores for every request of a dynamic batch, in token-budget sub-batches."""
+    """Cross-encoder scores for every queued request, in token-budget sub-batches, on a forward thread."""
 
     def initialize(self, args):
         settings = settings_from_args(args)
-        self.service = CrossEncoderService(CrossEncoder.load(settings), forward_gate(args, settings))
-        self.executor = BatchExecutor(pb_utils, args["model_name"], {contract.SCORE: "FP32"}, settings.max_text_bytes)
+        self.service = CrossEncoderService(CrossEncoder.load(settings))
+        executor = BatchExecutor(pb_utils, args["model_name"], {contract.SCORE: "FP32"}, settings.max_text_bytes)
+        batch = max_batch_size(args)
+        self.collector = Collector(executor, self.service.parse, self.service, forward_gate(args, settings),
+                                   max_texts=batch, max_pending_texts=batch)
 
     def execute(self, requests):
-        return self.executor.execute(requests, self.service.parse, self.service.run)
+        return self.collector.execute(requests)
 
     def finalize(self):
-        self.service = None
+        self.collector.close()

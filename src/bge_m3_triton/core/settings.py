@@ -87,9 +87,9 @@ SETTINGS: tuple[Setting, ...] = (
             "bf16", ("BGE_M3_DTYPE",), models=_W, choices=DTYPES),
     Setting("device", str, "cpu", "cpu, cuda (every GPU) or cuda:N", ("GPU_DEVICE", "BGE_M3_DEVICE"),
             lands=INSTANCE_KIND, models=_W),
-    Setting("instances", int, 2, "model instances; two keep Triton's dynamic batcher from stalling a request "
-            "for 500 ms (README: Latency)", ("MAX_MODELS", "BGE_M3_INSTANCES"), lands=INSTANCE_COUNT, models=_W,
-            minimum=1),
+    Setting("instances", int, 1, "model instances (processes); each batches continuously on its own forward "
+            "thread, so one serves a CPU host or a GPU (README: Latency)", ("MAX_MODELS", "BGE_M3_INSTANCES"),
+            lands=INSTANCE_COUNT, models=_W, minimum=1),
     Setting("forward_slots", int, 1, "CPU: how many instances may run a forward pass at once, each with the "
             "cores divided by this (0: no limit, the cores divided by the instances)",
             ("BGE_M3_FORWARD_SLOTS",), models=_W, minimum=0),

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -26,12 +24,19 @@ class CrossJob:
     normalize: bool
 
 
-class CrossEncoderService:
-    """Parses cross-encoder requests and scores all pairs of a dynamic batch together."""
+@dataclasses.dataclass(frozen=True)
+class CrossPrepared:
+    """A job's pairs as token ids, and whether its scores go through a sigmoid."""
 
-    def __init__(self, model: CrossEncoder, hold: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
+    ids: list[list[int]]
+    normalize: bool
+
+
+class CrossEncoderService:
+    """Parses cross-encoder requests; the `Collector`'s stages score the pairs of every queued job together."""
+
+    def __init__(self, model: CrossEncoder) -> None:
         self.model = model
-        self.hold = hold  # held around the forward pass (serving.forward_gate)
 
     def parse(self, view: RequestView) -> CrossJob:
         """Validate one request; raises `InvalidRequest` with the reason."""
@@ -46,17 +51,26 @@ class CrossEncoderService:
                         max_query_length=params.get_int(c.PARAM_MAX_QUERY_LENGTH, max_length * 3 // 4, 1, max_length),
                         normalize=params.get_bool(c.PARAM_NORMALIZE, True))
 
-    def run(self, jobs: Sequence[CrossJob]) -> list[Outputs]:
-        """Score every pair of every job in one set of sub-batches."""
-        ids: list[list[int]] = []
-        normalize: list[bool] = []
-        for job in jobs:
-            ids.extend(self.model.pair_ids(job.queries, job.passages, job.max_length, job.max_query_length))
-            normalize.extend([job.normalize] * len(job.queries))
-        with self.hold():
-            scores = self.model.score(ids, normalize)
+    def prepare(self, job: CrossJob) -> CrossPrepared:
+        """Tokenize one job's pairs."""
+        ids = self.model.pair_ids(job.queries, job.passages, job.max_length, job.max_query_length)
+        return CrossPrepared(ids, job.normalize)
+
+    def forward(self, prepared: Sequence[CrossPrepared]) -> list[list[float]]:
+        """Score every pair of every job in one set of sub-batches, split back per job."""
+        ids = [pair for p in prepared for pair in p.ids]
+        normalize = [p.normalize for p in prepared for _ in p.ids]
+        scores = self.model.score(ids, normalize)
         out, start = [], 0
-        for job in jobs:
-            out.append({c.SCORE: np.array(scores[start:start + len(job.queries)], dtype=np.float32).reshape(-1, 1)})
-            start += len(job.queries)
+        for p in prepared:
+            out.append(list(scores[start:start + len(p.ids)]))
+            start += len(p.ids)
         return out
+
+    def pack(self, prepared: CrossPrepared, scores: Sequence[float]) -> Outputs:
+        """One job's scores as the contract's [n, 1] tensor."""
+        return {c.SCORE: np.array(scores, dtype=np.float32).reshape(-1, 1)}
+
+    def texts(self, prepared: CrossPrepared) -> int:
+        """How many pairs a job holds (the collector's measure of pending work)."""
+        return len(prepared.ids)

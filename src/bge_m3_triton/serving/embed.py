@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -25,12 +23,21 @@ class EmbedJob:
     outputs: frozenset[str]
 
 
-class EmbedService:
-    """Parses embed requests and runs every job of a dynamic batch through one `M3Model.encode`."""
+@dataclasses.dataclass(frozen=True)
+class PreparedJob:
+    """A job tokenized and checked, ready for the forward pass: its output groups (dense, sparse, colbert)."""
 
-    def __init__(self, model: M3Model, hold: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
+    job: EmbedJob
+    tokens: Tokenized
+    groups: frozenset[str]
+
+
+class EmbedService:
+    """Parses embed requests; the `Collector`'s stages: tokenize a job, run every queued job through one
+    forward pass, pack each job's results."""
+
+    def __init__(self, model: M3Model) -> None:
         self.model = model
-        self.hold = hold  # held around the forward pass (serving.forward_gate)
 
     def parse(self, view: RequestView) -> EmbedJob:
         """Validate one request into an `EmbedJob`; raises `InvalidRequest` with the reason."""
@@ -47,37 +54,41 @@ class EmbedService:
             raise InvalidRequest(f"unknown output(s) requested: {', '.join(sorted(unknown))}")
         return EmbedJob(texts=view.texts(c.TEXT), max_length=max_length, outputs=outputs)
 
-    def run(self, jobs: Sequence[EmbedJob]) -> list[Outputs | Exception]:
-        """Embed the texts of all jobs together and split the results back per job.
+    def prepare(self, job: EmbedJob) -> PreparedJob:
+        """Tokenize one job; raises `InvalidRequest` when its response would exceed `max_response_bytes`
+        (long ColBERT outputs), so it is refused before any forward pass and costs the others nothing."""
+        tokens = self.model.tokenize(job.texts, [job.max_length] * len(job.texts), spans=c.TOKEN_SPANS in job.outputs)
+        error = self._oversized(job, tokens)
+        if error is not None:
+            raise error
+        groups = frozenset(group for group, names in c.OUTPUT_GROUPS.items() if job.outputs & set(names))
+        return PreparedJob(job, tokens, groups)
 
-        A job whose response would exceed `max_response_bytes` (long ColBERT outputs) is refused
-        after tokenization, before any forward pass, so it costs the others nothing. Jobs that ask
-        for no model output (tokenization only) take no part in the forward pass.
-        """
-        tokenized = [self.model.tokenize(job.texts, [job.max_length] * len(job.texts),
-                                         spans=c.TOKEN_SPANS in job.outputs) for job in jobs]
-        refused = [self._oversized(job, tokens) for job, tokens in zip(jobs, tokenized)]
-        groups = [{group for group, names in c.OUTPUT_GROUPS.items() if job.outputs & set(names)} for job in jobs]
-        forward = [i for i, error in enumerate(refused) if error is None and groups[i]]
-        merged = Tokenized(ids=[ids for i in forward for ids in tokenized[i].ids],
-                           truncated=[cut for i in forward for cut in tokenized[i].truncated])
-        with self.hold():
-            results = self.model.encode_tokenized(merged, tuple(set().union(*(groups[i] for i in forward))))
-        packed: list[Outputs | Exception] = []
-        start = 0
-        for index, (job, error) in enumerate(zip(jobs, refused)):
-            if error is not None:
-                packed.append(error)
-                continue
-            if groups[index]:
-                embeddings = results[start:start + len(job.texts)]
-                start += len(job.texts)
+    def forward(self, prepared: Sequence[PreparedJob]) -> list[list[TextEmbedding]]:
+        """One forward pass over the texts of all jobs, split back per job. Jobs that ask for no model
+        output (tokenization only) take no part in it."""
+        computing = [p for p in prepared if p.groups]
+        merged = Tokenized(ids=[ids for p in computing for ids in p.tokens.ids],
+                           truncated=[cut for p in computing for cut in p.tokens.truncated])
+        results = self.model.encode_tokenized(merged, tuple(set().union(*(p.groups for p in computing))))
+        split, start = [], 0
+        for p in prepared:
+            if p.groups:
+                split.append(results[start:start + len(p.job.texts)])
+                start += len(p.job.texts)
             else:
-                embeddings = [TextEmbedding(tokens=len(ids), truncated=cut)
-                              for ids, cut in zip(tokenized[index].ids, tokenized[index].truncated)]
-            packed.append(pack_embed_outputs(embeddings, job.outputs, self.model.hidden_size,
-                                             self.model.colbert_dim, tokenized[index]))
-        return packed
+                split.append([TextEmbedding(tokens=len(ids), truncated=cut)
+                              for ids, cut in zip(p.tokens.ids, p.tokens.truncated)])
+        return split
+
+    def pack(self, prepared: PreparedJob, embeddings: Sequence[TextEmbedding]) -> Outputs:
+        """One job's results in the contract's tensors."""
+        return pack_embed_outputs(embeddings, prepared.job.outputs, self.model.hidden_size, self.model.colbert_dim,
+                                  prepared.tokens)
+
+    def texts(self, prepared: PreparedJob) -> int:
+        """How many texts a job holds (the collector's measure of pending work)."""
+        return len(prepared.job.texts)
 
     def _oversized(self, job: EmbedJob, tokens: Tokenized) -> InvalidRequest | None:
         if not job.outputs & set(c.OUTPUT_GROUPS["colbert"]):

@@ -1,10 +1,9 @@
 """At most N forward passes at once on a CPU host, across the model instances (processes) of one server.
 
-Why: Triton 2.51's dynamic batcher loses the wake-up of a request that arrives while a single model
-instance is still releasing its previous batch, and the request then waits out the batcher's 500 ms
-idle timeout. A second instance keeps a free slot, so nothing is lost; but two instances computing at
-once oversubscribe a small CPU. The gate lets every instance tokenize, wait and answer on its own
-while only `slots` of them run the forward pass, each with the cores meant for one.
+Why: every weight-holding model (embed, cross-encoder), and every extra instance of one, runs its own
+forward thread (serving.collector). Two of them computing at once oversubscribe a small CPU, each
+with threads meant for all the cores. The gate lets every instance take requests, tokenize and answer
+on its own while only `slots` of them run a forward pass, each with the cores meant for one.
 
 The gate is a set of `flock` files keyed by the served repository, so every model of one server on
 this host (embed and cross-encoder alike) shares it, and a second server does not. A process that

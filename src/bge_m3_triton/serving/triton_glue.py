@@ -56,6 +56,11 @@ def forward_gate(args: Mapping[str, str], settings: ModelSettings) -> Callable[[
     return ForwardGate.for_repository(args["model_repository"], settings.forward_slots).hold
 
 
+def max_batch_size(args: Mapping[str, str]) -> int:
+    """The model config's `max_batch_size`: texts per request at most, and per batch the collector forms."""
+    return int(json.loads(args["model_config"]).get("max_batch_size", 0)) or 64
+
+
 class RequestView:
     """Decoded access to one Triton request: texts, parameters, requested outputs."""
 
@@ -97,11 +102,12 @@ class RequestView:
 
 
 class BatchExecutor(Generic[Job]):
-    """Parse each request into a job, run the valid jobs together, answer each request on its own.
+    """Parse requests into jobs and build their responses: outputs, or errors that stay per request.
 
-    A job that fails to parse gets an INVALID_ARG response. If running the jobs together raises,
-    each job is retried alone, so only the request that causes the failure gets an INTERNAL error.
-    Errors are counted in a Triton metric (error responses count as successes in Triton's own).
+    A job that fails to parse gets an INVALID_ARG response; a failure while running gets an INTERNAL
+    error with its first line only. Errors are counted in a Triton metric (error responses count as
+    successes in Triton's own). The weight-holding models run their jobs through `serving.collector`;
+    the rerank model, which calls the embed model over BLS, through `execute_async`.
     """
 
     def __init__(self, pb: Any, model_name: str, output_dtypes: dict[str, str], max_text_bytes: int) -> None:
@@ -117,19 +123,10 @@ class BatchExecutor(Generic[Job]):
                 description="Requests answered with an error by bge-m3-triton models, by kind",
                 kind=pb.MetricFamily.COUNTER)
 
-    def execute(self, requests: Sequence[Any], parse: Callable[[RequestView], Job],
-                run: Callable[[list[Job]], Sequence[Outputs | Exception]]) -> list[Any]:
-        """Synchronous `execute`: one response per request, in order."""
-        responses, jobs = self._parse_all(requests, parse)
-        if jobs:
-            outputs = self._run_guarded(run, [job for _, job in jobs])
-            self._fill(responses, jobs, outputs)
-        return responses
-
     async def execute_async(self, requests: Sequence[Any], parse: Callable[[RequestView], Job],
                             run: Callable[[list[Job]], Awaitable[list[Outputs | Exception]]]) -> list[Any]:
         """`async def execute` for models that call others through BLS; `run` reports per-job errors."""
-        responses, jobs = self._parse_all(requests, parse)
+        responses, jobs = self.parse_all(requests, parse)
         if jobs:
             try:
                 outputs: list[Outputs | Exception] = list(await run([job for _, job in jobs]))
@@ -138,7 +135,7 @@ class BatchExecutor(Generic[Job]):
             self._fill(responses, jobs, outputs)
         return responses
 
-    def _parse_all(self, requests: Sequence[Any], parse: Callable[[RequestView], Job]
+    def parse_all(self, requests: Sequence[Any], parse: Callable[[RequestView], Job]
                    ) -> tuple[list[Any], list[tuple[int, Job]]]:
         responses: list[Any] = [None] * len(requests)
         jobs: list[tuple[int, Job]] = []
@@ -153,22 +150,6 @@ class BatchExecutor(Generic[Job]):
             except Exception as exc:
                 responses[index] = self.internal_error(exc)
         return responses, jobs
-
-    def _run_guarded(self, run: Callable[[list[Job]], Sequence[Outputs | Exception]],
-                     jobs: list[Job]) -> list[Outputs | Exception]:
-        try:
-            return list(run(jobs))
-        except Exception as exc:
-            if len(jobs) == 1:
-                return [exc]
-            LOG.warning("a batch of %d requests failed (%s); retrying each alone", len(jobs), type(exc).__name__)
-            results: list[Outputs | Exception] = []
-            for job in jobs:
-                try:
-                    results.extend(run([job]))
-                except Exception as single:
-                    results.append(single)
-            return results
 
     def _fill(self, responses: list[Any], jobs: list[tuple[int, Job]], outputs: Sequence[Outputs | Exception]) -> None:
         for (index, _), result in zip(jobs, outputs):

@@ -1,0 +1,112 @@
+"""Passages under 16 concurrent single-text requests, against the model core alone and the matmul ceiling,
+measured side by side in rounds.
+
+    .venv/bin/python perf/concurrency.py [--preset small] [--rounds 3] [--compare "NAME=SERVE FLAGS" ...]
+
+This VM's speed drifts by 10-15% within minutes, so a throughput is only compared with figures taken
+next to it: each round measures the ceiling, the core alone (the same passages, 8 per `encode` call, as
+the server's batches hold about that many), then each server in turn (all are started first and wait
+idle while another is loaded). `--compare` adds servers started with other `serve` flags, e.g.
+`--compare "2 instances=--instances 2"` (or `--model-repository` on a variant of `model_repository/`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from ceiling import for_checkpoint  # noqa: E402
+from common import benchmark_checkpoint, embed_server, machine, parser, publish, work_folder  # noqa: E402
+from corpus import make_texts  # noqa: E402
+from run import perf_analyzer_env, run_perf_analyzer, workloads  # noqa: E402
+
+
+def core_rate(model: object, texts: list[str], seconds: float, per_call: int = 8) -> float:
+    """Texts/s of the model core alone, `per_call` texts per `encode`, for about `seconds`."""
+    encode = model.encode  # type: ignore[attr-defined]
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for i in range(0, len(texts), per_call):
+            encode(texts[i:i + per_call], [8192] * len(texts[i:i + per_call]))
+            done += len(texts[i:i + per_call])
+    return done / (time.perf_counter() - start)
+
+
+def main() -> int:
+    options = parser(__doc__)
+    options.add_argument("--rounds", type=int, default=3)
+    options.add_argument("--window-ms", type=int, default=20000)
+    options.add_argument("--compare", nargs="*", default=[], help="'NAME=SERVE FLAGS' servers to add")
+    args = options.parse_args()
+
+    from bge_m3_triton.core.devices import configure_threads
+    from bge_m3_triton.core.m3 import M3Model
+    from bge_m3_triton.core.settings import ModelSettings
+    from bge_m3_triton.core.tokens import load_tokenizer
+
+    checkpoint = benchmark_checkpoint(args.preset)
+    work = work_folder("concurrency")
+    tokenizer = load_tokenizer(checkpoint)
+    passages = next(w for w in workloads(tokenizer, work, quick=True) if w.name == "passages")
+    passages = dataclasses.replace(passages, concurrency=[16], protocols=("grpc",))
+    texts = make_texts(tokenizer, 64, 256, seed=2)
+    variants = [("defaults", [])] + [(spec.split("=", 1)[0], shlex.split(spec.split("=", 1)[1]))
+                                     for spec in args.compare]
+    servers = {}
+    try:
+        for name, extra in variants:
+            folder = work / f"server-{len(servers)}"
+            folder.mkdir(exist_ok=True)
+            servers[name] = embed_server(checkpoint, folder, *extra)
+        threads = configure_threads(0)
+        model = M3Model.load(ModelSettings(model=str(checkpoint), dtype="auto", device="cpu"))
+        core_rate(model, texts[:8], 0)  # warm-up
+        rounds: list[dict[str, float]] = []
+        for number in range(args.rounds):
+            ceiling = for_checkpoint(checkpoint, "auto", threads)
+            row = {"ceiling": ceiling.gflops, "core": core_rate(model, texts, 15)}
+            for name, server in servers.items():
+                result = run_perf_analyzer(passages, "grpc", server.grpc, work / "c16.csv", args.window_ms,
+                                           perf_analyzer_env())
+                row[name] = float(result[0].get("Inferences/Second", "nan"))
+            row["share"] = ceiling.share(1.0 * passages.tokens_per_item)  # of one text/s
+            rounds.append(row)
+            print(f"[concurrency] round {number + 1}: {row}", flush=True)
+    finally:
+        for server in servers.values():
+            server.stop()
+    names = [name for name, _ in variants]
+    lines = []
+    for number, row in enumerate(rounds, 1):
+        cells = [f"{row[name]:.2f} ({row[name] * row['share']:.0%}; {row[name] / row['core']:.2f}x core)"
+                 for name in names]
+        lines.append(f"| {number} | {row['ceiling']:,.0f} | {row['core']:.2f} ({row['core'] * row['share']:.0%}) | "
+                     + " | ".join(cells) + " |")
+    median = {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    ratios = {name: statistics.median(r[name] / r["core"] for r in rounds) for name in names}
+    shares = {name: statistics.median(r[name] * r["share"] for r in rounds) for name in names}
+    lines.append(f"| median | {median['ceiling']:,.0f} | {median['core']:.2f} "
+                 f"({statistics.median(r['core'] * r['share'] for r in rounds):.0%}) | "
+                 + " | ".join(f"{median[n]:.2f} ({shares[n]:.0%}; {ratios[n]:.2f}x core)" for n in names) + " |")
+    text = "\n".join([
+        f"# passages under concurrency {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "",
+        f"Machine: {machine()}; preset `{args.preset}`, dtype auto ({ceiling.dtype}), {threads} torch threads for the "
+        f"core; ~{passages.tokens_per_item:.0f}-token passages, all three outputs; servers: 16 concurrent "
+        f"single-passage gRPC requests (perf_analyzer, {args.window_ms // 1000} s windows); core: the same "
+        "passages, 8 per `encode` call, 15 s. Texts/s, with the share of the round's matmul ceiling.", "",
+        "| round | ceiling GFLOP/s | core alone | " + " | ".join(f"server: {n}" for n in names) + " |",
+        "|---|---|---|" + "---|" * len(names), *lines])
+    publish(text, args.out, f"concurrency-{args.preset}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
