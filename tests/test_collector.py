@@ -139,3 +139,11 @@ def test_close_answers_what_is_queued(gate: threading.Lock) -> None:
     closing.join(30)
     assert not closing.is_alive()
     assert [answer(r).has_error() for r in requests] == [False, False]
+
+
+def test_requests_after_close_are_refused_not_lost(gate: threading.Lock) -> None:
+    queue = collector(gate, Stages())
+    queue.close()
+    late = request("late")
+    queue.execute([late])
+    assert answer(late).error().code() == "UNAVAILABLE"

@@ -92,6 +92,10 @@ class Collector(Generic[Job, Prepared, Result]):
         with self._changed:
             while self._pending and self._pending_texts >= self.max_pending_texts and not self._closing:
                 self._changed.wait()
+            if self._closing:  # the forward thread may be gone: answer rather than queue forever
+                for item in queued:
+                    self._send(item.sender, self.executor.error("the model is shutting down", "UNAVAILABLE"))
+                return
             self._pending += queued
             self._pending_texts += sum(item.texts for item in queued)
             self._changed.notify_all()

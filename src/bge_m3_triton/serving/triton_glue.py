@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar
@@ -116,6 +117,7 @@ class BatchExecutor(Generic[Job]):
         self.output_dtypes = output_dtypes
         self.max_text_bytes = max_text_bytes
         self._errors: dict[str, Any] = {}
+        self._lock = threading.Lock()
         self._error_family = None
         if hasattr(pb, "MetricFamily"):
             self._error_family = pb.MetricFamily(
@@ -181,9 +183,11 @@ class BatchExecutor(Generic[Job]):
     def _count(self, code: str) -> None:
         if self._error_family is None:
             return
-        if code not in self._errors:
-            self._errors[code] = self._error_family.Metric(labels={"model": self.model_name, "code": code.lower()})
-        self._errors[code].increment(1)
+        with self._lock:  # the collector's forward thread and `execute` both answer with errors
+            if code not in self._errors:
+                self._errors[code] = self._error_family.Metric(labels={"model": self.model_name,
+                                                                        "code": code.lower()})
+            self._errors[code].increment(1)
 
 
 _NUMPY = {"FP32": np.float32, "INT32": np.int32, "INT64": np.int64, "BOOL": np.bool_}
