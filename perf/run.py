@@ -372,7 +372,7 @@ def main() -> int:
 
                 long_text = make_texts(tokenizer, 1, 8192, seed=4)
                 before = process_tree_rss_mib(server.process.pid)
-                with BGEM3Client(server.http) as client, RssSampler(server.process.pid) as sampler:
+                with BGEM3Client(server.http, timeout=1800) as client, RssSampler(server.process.pid) as sampler:
                     result = client.encode(long_text, is_passage=True, return_colbert=True)
                 notes.append(f"One {result[0].tokens}-token passage, dense+sparse+ColBERT: server PSS "
                              f"{before:,.0f} MiB before, {sampler.peak:,.0f} MiB at most during the request.")
