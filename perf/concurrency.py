@@ -35,8 +35,9 @@ def core_rate(model: object, texts: list[str], seconds: float, per_call: int = 8
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         for i in range(0, len(texts), per_call):
-            encode(texts[i:i + per_call], [8192] * len(texts[i:i + per_call]))
-            done += len(texts[i:i + per_call])
+            chunk = texts[i:i + per_call]
+            encode(chunk, [8192] * len(chunk))
+            done += len(chunk)
     return done / (time.perf_counter() - start)
 
 

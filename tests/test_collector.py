@@ -23,6 +23,9 @@ class Stages:
     def __init__(self) -> None:
         self.batches: list[list[tuple[str, ...]]] = []
 
+    def parse(self, view: RequestView) -> tuple[str, ...]:
+        return tuple(view.texts("TEXT"))
+
     def prepare(self, job: tuple[str, ...]) -> tuple[str, ...]:
         if "invalid" in job:
             raise InvalidRequest("an invalid text")
@@ -43,10 +46,6 @@ class Stages:
         return len(prepared)
 
 
-def parse(view: RequestView) -> tuple[str, ...]:
-    return tuple(view.texts("TEXT"))
-
-
 @pytest.fixture
 def gate() -> threading.Lock:
     return threading.Lock()
@@ -54,7 +53,7 @@ def gate() -> threading.Lock:
 
 def collector(gate: threading.Lock, stages: Stages, max_texts: int = 64, max_pending_texts: int = 256) -> Collector:
     executor = BatchExecutor(pb.install(), "test", {"OUT": "FP32"}, max_text_bytes=1000)
-    return Collector(executor, parse, stages, lambda: gate, max_texts, max_pending_texts)
+    return Collector(executor, stages, lambda: gate, max_texts, max_pending_texts)
 
 
 def request(*values: str, cancelled: bool = False) -> Request:

@@ -10,7 +10,7 @@ from bge_m3_client import contract
 from bge_m3_triton.core.cross_encoder import CrossEncoder
 from bge_m3_triton.serving.collector import Collector, load_off_main_thread
 from bge_m3_triton.serving.cross import CrossEncoderService
-from bge_m3_triton.serving.triton_glue import BatchExecutor, forward_gate, max_batch_size, settings_from_args
+from bge_m3_triton.serving.triton_glue import settings_from_args
 
 
 class TritonPythonModel:
@@ -19,10 +19,7 @@ class TritonPythonModel:
     def initialize(self, args):
         settings = settings_from_args(args)
         self.service = CrossEncoderService(load_off_main_thread(lambda: CrossEncoder.load(settings)))
-        executor = BatchExecutor(pb_utils, args["model_name"], {contract.SCORE: "FP32"}, settings.max_text_bytes)
-        batch = max_batch_size(args)
-        self.collector = Collector(executor, self.service.parse, self.service, forward_gate(args, settings),
-                                   max_texts=batch, max_pending_texts=batch)
+        self.collector = Collector.for_model(pb_utils, args, settings, self.service, {contract.SCORE: "FP32"})
 
     def execute(self, requests):
         return self.collector.execute(requests)

@@ -19,12 +19,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Generic, Protocol, TypeVar
 
+from bge_m3_triton.core.settings import ModelSettings
 from bge_m3_triton.serving.params import InvalidRequest
-from bge_m3_triton.serving.triton_glue import BatchExecutor, Outputs, RequestView
+from bge_m3_triton.serving.triton_glue import BatchExecutor, Outputs, RequestView, forward_gate, max_batch_size
 
 LOG = logging.getLogger(__name__)
 Job = TypeVar("Job")
@@ -60,8 +61,9 @@ def load_off_main_thread(load: Callable[[], Loaded]) -> Loaded:
 
 
 class Stages(Protocol[JobIn, Prepared, Result]):
-    """A model's work in three steps: before, during and after the forward pass."""
+    """A model's work in steps: before, during and after the forward pass."""
 
+    def parse(self, view: RequestView) -> Any: ...  # one request into a job; raises InvalidRequest
     def prepare(self, job: JobIn) -> Prepared: ...  # tokenize, check; raises InvalidRequest
     def forward(self, prepared: Sequence[Prepared]) -> Sequence[Result]: ...  # under the gate
     def pack(self, prepared: Prepared, result: Result) -> Outputs: ...
@@ -79,11 +81,9 @@ class _Pending(Generic[Prepared]):
 class Collector(Generic[Job, Prepared, Result]):
     """`execute(requests)` for a model whose forward pass runs on its own thread; returns None."""
 
-    def __init__(self, executor: BatchExecutor[Job], parse: Callable[[RequestView], Job],
-                 stages: Stages[Job, Prepared, Result], hold: Callable[[], AbstractContextManager[Any]],
-                 max_texts: int, max_pending_texts: int) -> None:
+    def __init__(self, executor: BatchExecutor[Job], stages: Stages[Job, Prepared, Result],
+                 hold: Callable[[], AbstractContextManager[Any]], max_texts: int, max_pending_texts: int) -> None:
         self.executor = executor
-        self.parse = parse
         self.stages = stages
         self.hold = hold
         self.max_texts = max(1, max_texts)
@@ -95,9 +95,20 @@ class Collector(Generic[Job, Prepared, Result]):
         self._thread = threading.Thread(target=self._loop, name="bge-m3-forward", daemon=True)
         self._thread.start()
 
+    @classmethod
+    def for_model(cls, pb: Any, args: Mapping[str, str], settings: ModelSettings,
+                  stages: Stages[Job, Prepared, Result],
+                  output_dtypes: dict[str, str]) -> Collector[Job, Prepared, Result]:
+        """What a weight-holding `model.py` runs: responses and errors from `BatchExecutor`, the server's
+        forward gate, batches of up to the config's `max_batch_size` texts, and `execute` blocking while
+        one such batch waits."""
+        executor: BatchExecutor[Job] = BatchExecutor(pb, args["model_name"], output_dtypes, settings.max_text_bytes)
+        batch = max_batch_size(args)
+        return cls(executor, stages, forward_gate(args, settings), max_texts=batch, max_pending_texts=batch)
+
     def execute(self, requests: Sequence[Any]) -> None:
         """Answer malformed requests now; queue the others for the forward thread."""
-        responses, jobs = self.executor.parse_all(requests, self.parse)
+        responses, jobs = self.executor.parse_all(requests, self.stages.parse)
         for request, response in zip(requests, responses):
             if response is not None:
                 self._send(request.get_response_sender(), response)
