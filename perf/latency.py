@@ -1,51 +1,100 @@
-"""Tail latency of single short queries and passages throughput, one Triton instance against two
-(perf_analyzer, gRPC and HTTP).
+"""Single-query latency: a lone query against the bare model core, and the tail at concurrency 1 and 8
+(perf_analyzer, gRPC and HTTP), with the collector's adaptive queue delay against no delay at all.
 
-    .venv/bin/python perf/latency.py [--preset small] [--window-ms 20000]
+    .venv/bin/python perf/latency.py [--preset small] [--window-ms 20000] [--compare "NAME=SERVE FLAGS"]
 
-Shows Triton's dynamic-batcher stall and what avoids it: with one model instance, a request that
-arrives while the instance is still releasing its previous batch finds no free slot, so `Enqueue`
-does not wake the batcher, which had already gone back to its 500 ms idle wait
-(`default_wait_microseconds` in Triton's dynamic_batch_scheduler.cc); the request waits out that
-timeout. With two instances a slot is always free and the batcher is woken at once. The default
-(two instances, one forward slot) lets one instance compute at a time with all the cores; the
-alternative splits the cores between two instances that compute at once.
+The lone-query rows alternate blocks of 20 sequential queries served (gRPC, HTTP) and run through the
+model core in this process (`M3Model.encode`, tokenizing included), so the VM's drift hits both sides
+alike; the ratio is of the medians of all blocks. perf_analyzer keeps the last three stable windows,
+so a 20 s window measures each row over at least 60 s. Passages at concurrency 16 show what the delay
+does to throughput.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import statistics
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from common import benchmark_checkpoint, embed_server, machine, parser, publish, work_folder  # noqa: E402
+from corpus import make_texts  # noqa: E402
 from run import perf_analyzer_env, run_perf_analyzer, workloads  # noqa: E402
+
+BLOCK, ROUNDS = 20, 6
+
+
+def lone_query_rows(label: str, server: Any, model: Any, queries: list[str]) -> list[str]:
+    """Served vs core medians of one query at a time, in alternating blocks."""
+    from bge_m3_client import BGEM3Client
+
+    def timed(call: Any, texts: list[str]) -> list[float]:
+        out = []
+        for text in texts:
+            start = time.perf_counter()
+            call(text)
+            out.append((time.perf_counter() - start) * 1000)
+        return out
+
+    clients = {"grpc": BGEM3Client(server.grpc, protocol="grpc"), "http": BGEM3Client(server.http, protocol="http")}
+    served: dict[str, list[float]] = {name: [] for name in clients}
+    core: list[float] = []
+    try:
+        calls = {name: (lambda text, c=client: c.encode([text], return_colbert=True))
+                 for name, client in clients.items()}
+        for call in calls.values():
+            timed(call, queries[:5])
+        timed(lambda text: model.encode([text], [512]), queries[:5])
+        for round_ in range(ROUNDS):
+            block = queries[(round_ * BLOCK) % len(queries):][:BLOCK]
+            for name, call in calls.items():
+                served[name] += timed(call, block)
+            core += timed(lambda text: model.encode([text], [512]), block)
+    finally:
+        for client in clients.values():
+            client.close()
+    bare = statistics.median(core)
+    return [f"| {label} | {name} | {statistics.median(times):.1f} | {bare:.1f} | "
+            f"{statistics.median(times) / bare:.2f} | {statistics.quantiles(times, n=100)[98]:.1f} |"
+            for name, times in served.items()]
 
 
 def main() -> int:
     options = parser(__doc__)
     options.add_argument("--window-ms", type=int, default=20000)
+    options.add_argument("--compare", action="append", default=[], metavar="NAME=SERVE FLAGS",
+                         help="another server to measure beside the default")
     args = options.parse_args()
 
+    from bge_m3_triton.core.devices import configure_threads
+    from bge_m3_triton.core.m3 import M3Model
+    from bge_m3_triton.core.settings import ModelSettings
     from bge_m3_triton.core.tokens import load_tokenizer
     from bge_m3_triton.ops.processes import tree_rss_mib
 
     checkpoint = benchmark_checkpoint(args.preset)
     work = work_folder("latency")
-    named = {w.name: w for w in workloads(load_tokenizer(checkpoint), work, quick=True)}
+    tokenizer = load_tokenizer(checkpoint)
+    named = {w.name: w for w in workloads(tokenizer, work, quick=True)}
     queries, passages = named["queries"], named["passages"]
+    lone_queries = make_texts(tokenizer, 64, 16, seed=1)
+    configure_threads(0)
+    model = M3Model.load(ModelSettings(model=str(checkpoint), dtype="auto", device="cpu"))
+    servers = [("adaptive 5 ms (default)", []), ("no delay", ["--queue-delay-us", "0"])]
+    servers += [(text.split("=", 1)[0], text.split("=", 1)[1].split()) for text in args.compare]
     lines: list[str] = []
+    lone: list[str] = []
     memory: list[str] = []
-    servers = (("1 instance, all cores", ["--instances", "1"]),
-               ("2 instances, 1 forward slot, all cores (default)", []),
-               ("2 instances computing at once, half the cores each", ["--forward-slots", "0"]))
     for label, extra in servers:
         server = embed_server(checkpoint, work, *extra)
         try:
+            lone += lone_query_rows(label, server, model, lone_queries)
             runs = [dataclasses.replace(queries, concurrency=[1, 8], protocols=(protocol,))
                     for protocol in ("grpc", "http")]
             runs.append(dataclasses.replace(passages, concurrency=[16], protocols=("grpc",)))
@@ -68,17 +117,19 @@ def main() -> int:
                           f"{tree_rss_mib(pid, 'VmHWM'):,.0f} |")
         finally:
             server.stop()
-    text = "\n".join([f"# single-query tail latency {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-                      "", f"Machine: {machine()}; preset `{args.preset}`, dtype auto; ~16-token queries and "
-                      f"~256-token passages, one per request, all three outputs; perf_analyzer windows of "
-                      f"{args.window_ms // 1000} s.", "",
-                      "| server | workload | protocol | concurrency | texts/s | p50 ms | p99 ms | p99 / p50 "
-                      "| queue ms |",
-                      "|---|---|---|---|---|---|---|---|---|", *lines, "",
-                      "Memory of the server's process tree after the runs (Triton and its stubs). PSS counts pages "
-                      "shared between processes (the instances' mapped weights) once; the RSS sum counts them in "
-                      "every process that maps them.", "",
-                      "| server | PSS MiB | RSS sum MiB | sum of peaks MiB |", "|---|---|---|---|", *memory])
+    text = "\n".join([
+        f"# single-query latency {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "",
+        f"Machine: {machine()}; preset `{args.preset}`, dtype auto, one model instance; ~16-token queries and "
+        f"~256-token passages, one per request, all three outputs.", "",
+        f"A lone query, one at a time ({ROUNDS} alternating blocks of {BLOCK}): served through the client "
+        "against the model core in-process.", "",
+        "| server | protocol | served p50 ms | core p50 ms | served / core | served p99 ms |",
+        "|---|---|---|---|---|---|", *lone, "",
+        f"perf_analyzer, windows of {args.window_ms // 1000} s (the last three stable ones kept).", "",
+        "| server | workload | protocol | concurrency | texts/s | p50 ms | p99 ms | p99 / p50 | queue ms |",
+        "|---|---|---|---|---|---|---|---|---|", *lines, "",
+        "Memory of the server's process tree after the runs (Triton and its stub). PSS counts shared pages once.",
+        "", "| server | PSS MiB | RSS sum MiB | sum of peaks MiB |", "|---|---|---|---|", *memory])
     publish(text, args.out, f"latency-{args.preset}")
     return 0
 

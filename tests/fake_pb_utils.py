@@ -72,8 +72,9 @@ class Request:
     """A request as the backend hands it to `execute`."""
 
     def __init__(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any] | None = None,
-                 outputs: list[str] | None = None, cancelled: bool = False) -> None:
+                 outputs: list[str] | None = None, cancelled: bool = False, timeout_us: int = 0) -> None:
         self.inputs = inputs
+        self._timeout_us = timeout_us
         self._parameters = json.dumps(parameters or {})
         self._outputs = outputs or []
         self._cancelled = cancelled
@@ -90,6 +91,9 @@ class Request:
 
     def is_cancelled(self) -> bool:
         return self._cancelled
+
+    def timeout(self) -> int:
+        return self._timeout_us
 
 
 def answers(model: Any, requests: list[Request], timeout_s: float = 120) -> list[InferenceResponse]:

@@ -22,6 +22,7 @@ class Stages:
 
     def __init__(self) -> None:
         self.batches: list[list[tuple[str, ...]]] = []
+        self.slow_started, self.slow_may_end = threading.Event(), threading.Event()
 
     def parse(self, view: RequestView) -> tuple[str, ...]:
         return tuple(view.texts("TEXT"))
@@ -33,6 +34,9 @@ class Stages:
 
     def forward(self, prepared: Sequence[tuple[str, ...]]) -> list[list[int]]:
         self.batches.append(list(prepared))
+        if any("slow" in job for job in prepared):
+            self.slow_started.set()
+            assert self.slow_may_end.wait(30)
         if any("boom" in job for job in prepared):
             raise RuntimeError("boom in the forward pass")
         return [[len(text) for text in job] for job in prepared]
@@ -51,13 +55,14 @@ def gate() -> threading.Lock:
     return threading.Lock()
 
 
-def collector(gate: threading.Lock, stages: Stages, max_texts: int = 64, max_pending_texts: int = 256) -> Collector:
+def collector(gate: threading.Lock, stages: Stages, max_texts: int = 64, delay_s: float = 0.0,
+              max_queue_size: int = 0, queue_timeout_s: float = 0.0) -> Collector:
     executor = BatchExecutor(pb.install(), "test", {"OUT": "FP32"}, max_text_bytes=1000)
-    return Collector(executor, stages, lambda: gate, max_texts, max_pending_texts)
+    return Collector(executor, stages, lambda: gate, max_texts, delay_s, max_queue_size, queue_timeout_s)
 
 
-def request(*values: str, cancelled: bool = False) -> Request:
-    return Request({"TEXT": texts(*values)}, cancelled=cancelled)
+def request(*values: str, cancelled: bool = False, timeout_us: int = 0) -> Request:
+    return Request({"TEXT": texts(*values)}, cancelled=cancelled, timeout_us=timeout_us)
 
 
 def answer(req: Request) -> pb.InferenceResponse:
@@ -93,6 +98,72 @@ def test_a_batch_holds_at_most_max_texts_texts(gate: threading.Lock) -> None:
     queue.close()
 
 
+def test_a_request_that_finds_the_model_idle_does_not_wait(gate: threading.Lock) -> None:
+    stages = Stages()
+    queue = collector(gate, stages, delay_s=60)
+    started = time.monotonic()
+    lone = request("alone")
+    queue.execute([lone])
+    assert answer(lone).output_tensors["OUT"].tolist() == [[5]]
+    assert time.monotonic() - started < 20, "a lone request waited out the queue delay"
+    queue.close()
+
+
+def test_the_next_batch_waits_for_as_many_requests_as_the_last(gate: threading.Lock) -> None:
+    stages = Stages()
+    queue = collector(gate, stages, delay_s=60)
+    first = [request("a"), request("b"), request("c")]
+    with gate:
+        queue.execute(first)
+    for req in first:
+        answer(req)
+    # The three clients come back one by one, as closed-loop clients do: one batch of three, not 1 + 2.
+    again = [request("d"), request("e"), request("f")]
+    queue.execute(again[:1])
+    time.sleep(0.3)
+    assert len(stages.batches) == 1, "the forward thread did not wait for the previous batch's company"
+    queue.execute(again[1:])
+    for req in again:
+        answer(req)
+    assert stages.batches[1] == [("d",), ("e",), ("f",)]
+    queue.close()
+
+
+def test_requests_queued_during_a_batch_wait_for_that_batch_s_clients(gate: threading.Lock) -> None:
+    stages = Stages()
+    queue = collector(gate, stages, delay_s=60)
+    slow, during = request("slow"), [request("b"), request("c")]
+    queue.execute([slow])
+    assert stages.slow_started.wait(30)
+    queue.execute(during)
+    stages.slow_may_end.set()
+    answer(slow)
+    # Three requests were in the model while "slow" ran: its client is awaited, so the two groups merge.
+    time.sleep(0.3)
+    assert len(stages.batches) == 1
+    back = request("d")
+    queue.execute([back])
+    for req in [*during, back]:
+        answer(req)
+    assert stages.batches[1] == [("b",), ("c",), ("d",)]
+    queue.close()
+
+
+def test_the_wait_for_company_ends_after_the_delay(gate: threading.Lock) -> None:
+    stages = Stages()
+    queue = collector(gate, stages, delay_s=0.3)
+    with gate:
+        queue.execute([request("a"), request("b")])
+    time.sleep(0.1)
+    started = time.monotonic()
+    late = request("late")
+    queue.execute([late])
+    assert not answer(late).has_error()
+    assert time.monotonic() - started >= 0.1, "the late request did not wait for company"
+    assert [len(batch) for batch in stages.batches] == [2, 1]
+    queue.close()
+
+
 def test_errors_stay_with_their_request(gate: threading.Lock) -> None:
     stages = Stages()
     queue = collector(gate, stages)
@@ -113,17 +184,36 @@ def test_errors_stay_with_their_request(gate: threading.Lock) -> None:
     queue.close()
 
 
-def test_execute_blocks_while_too_much_is_queued(gate: threading.Lock) -> None:
+def test_requests_beyond_the_queue_size_are_refused_at_once(gate: threading.Lock) -> None:
     stages = Stages()
-    queue = collector(gate, stages, max_texts=1, max_pending_texts=2)
-    returned = threading.Event()
+    queue = collector(gate, stages, max_queue_size=2)
     with gate:
-        queue.execute([request("a"), request("b")])
-        third = request("c")
-        threading.Thread(target=lambda: (queue.execute([third]), returned.set()), daemon=True).start()
-        assert not returned.wait(0.3), "execute returned although two texts were already waiting"
-    assert returned.wait(30)
-    assert answer(third).output_tensors["OUT"].tolist() == [[1]]
+        first = [request("a"), request("b")]
+        queue.execute(first)
+        late = request("c")
+        queue.execute([late])
+        assert answer(late).error().code() == "UNAVAILABLE"
+        assert "maximum queue size" in late.sender.sent[0].error().message()
+        assert not first[0].sender.done.is_set()
+    assert [answer(r).has_error() for r in first] == [False, False]
+    again = request("d")
+    queue.execute([again])
+    assert not answer(again).has_error()
+    queue.close()
+
+
+def test_requests_that_waited_past_their_timeout_are_refused(gate: threading.Lock) -> None:
+    stages = Stages()
+    queue = collector(gate, stages, queue_timeout_s=0.2)
+    patient = request("patient", timeout_us=60_000_000)  # its own timeout wins
+    with gate:
+        waited = request("waited")
+        queue.execute([waited, patient])
+        time.sleep(0.5)
+    assert answer(waited).error().code() == "UNAVAILABLE"
+    assert "timeout" in waited.sender.sent[0].error().message()
+    assert not answer(patient).has_error()
+    assert stages.batches == [[("patient",)]]
     queue.close()
 
 

@@ -14,9 +14,6 @@ from tritonclient.grpc import model_config_pb2 as mc
 from bge_m3_triton.core.settings import (
     BY_NAME,
     MAX_BATCH_SIZE,
-    QUEUE_DELAY,
-    QUEUE_SIZE,
-    QUEUE_TIMEOUT,
     SETTINGS,
     STRUCTURAL,
     ModelSettings,
@@ -58,16 +55,23 @@ def test_shipped_configs_hold_the_tables_defaults() -> None:
     for setting in (s for s in SETTINGS if s.name != "reranker"):
         for name in setting.models:
             config = load_config(REPO / "model_repository" / name / "config.pbtxt")
-            batching = config.dynamic_batching
-            shipped = {MAX_BATCH_SIZE: config.max_batch_size, QUEUE_DELAY: batching.max_queue_delay_microseconds,
-                       QUEUE_TIMEOUT: batching.default_queue_policy.default_timeout_microseconds,
-                       QUEUE_SIZE: batching.default_queue_policy.max_queue_size,
+            shipped = {MAX_BATCH_SIZE: config.max_batch_size,
                        "instance_count": config.instance_group[0].count, "instance_kind": "cpu"}
             if setting.target in STRUCTURAL:
                 value = shipped[setting.target]
             else:
                 value = setting.parse(config.parameters[setting.target].string_value, setting.name)
             assert value == setting.default, (name, setting.name)
+
+
+def test_the_weight_holding_models_leave_batching_to_their_collector(tmp_path: Path) -> None:
+    # Triton's dynamic batcher would queue requests in front of the collector (README: Latency).
+    for name in ("bge_m3", "bge_reranker"):
+        assert not load_config(REPO / "model_repository" / name / "config.pbtxt").HasField("dynamic_batching")
+    rendered = render_repository(REPO / "model_repository", tmp_path / "rendered",
+                                 deployment_from_env({"BGE_M3_MAX_QUEUE_SIZE": "3"}))
+    config = load_config(rendered / "bge_m3" / "config.pbtxt")
+    assert not config.HasField("dynamic_batching") and config.parameters["max_queue_size"].string_value == "3"
 
 
 def test_model_settings_take_the_tables_defaults() -> None:
@@ -101,7 +105,6 @@ def test_every_shipped_config_parses_and_its_parameters_are_known() -> None:
     for name in ("bge_m3", "bge_m3_rerank", "bge_reranker"):
         config = load_config(REPO / "model_repository" / name / "config.pbtxt")
         assert config.name == name and config.backend == "python" and config.max_batch_size > 0
-        assert config.dynamic_batching.default_queue_policy.default_timeout_microseconds > 0
         ModelSettings.from_sources({k: v.string_value for k, v in config.parameters.items()}, {}, name)
 
 
@@ -113,7 +116,7 @@ def test_render_applies_a_deployment(tmp_path: Path) -> None:
     assert embed.parameters["model"].string_value == "/ckpt"
     assert embed.parameters["passage_max_length"].string_value == "4096"
     assert embed.max_batch_size == 32
-    assert embed.dynamic_batching.default_queue_policy.default_timeout_microseconds == 5_000_000
+    assert embed.parameters["queue_timeout_us"].string_value == "5000000"
     group = embed.instance_group[0]
     assert (group.count, group.kind, list(group.gpus)) == (3, mc.ModelInstanceGroup.KIND_GPU, [1])
     assert load_config(target / "bge_reranker" / "config.pbtxt").parameters["model"].string_value == "/rr"

@@ -24,9 +24,9 @@ ALL_MODELS = (EMBED, RERANK, CROSS_ENCODER)
 ENV_OVERRIDES = "BGE_M3_ENV_OVERRIDES"
 
 # Where a setting lands in config.pbtxt: a `parameters` key, or one of these structural fields.
-MAX_BATCH_SIZE, QUEUE_DELAY, QUEUE_TIMEOUT, QUEUE_SIZE = "max_batch_size", "queue_delay", "queue_timeout", "queue_size"
+MAX_BATCH_SIZE = "max_batch_size"
 INSTANCE_KIND, INSTANCE_COUNT = "instance_kind", "instance_count"
-STRUCTURAL = (MAX_BATCH_SIZE, QUEUE_DELAY, QUEUE_TIMEOUT, QUEUE_SIZE, INSTANCE_KIND, INSTANCE_COUNT)
+STRUCTURAL = (MAX_BATCH_SIZE, INSTANCE_KIND, INSTANCE_COUNT)
 
 
 class SettingsError(ValueError):
@@ -108,13 +108,13 @@ SETTINGS: tuple[Setting, ...] = (
             models=_W, minimum=1),
     Setting("max_batch_size", int, 64, "texts per request and per dynamic batch", ("BGE_M3_MAX_BATCH_SIZE",),
             lands=MAX_BATCH_SIZE, minimum=1),
-    Setting("queue_delay_us", int, 5000, "how long the dynamic batcher waits to fill a batch (the rerank "
-            "model, which only fans out to bge_m3, keeps 2 ms)", ("BGE_M3_QUEUE_DELAY_US",), lands=QUEUE_DELAY,
-            models=_W, minimum=0),
-    Setting("queue_timeout_us", int, 60_000_000, "requests queued longer than this are refused",
-            ("BGE_M3_QUEUE_TIMEOUT_US",), lands=QUEUE_TIMEOUT, minimum=0),
-    Setting("max_queue_size", int, 1024, "requests beyond this many queued are refused",
-            ("BGE_M3_MAX_QUEUE_SIZE",), lands=QUEUE_SIZE, minimum=0),
+    Setting("queue_delay_us", int, 5000, "how long a model, once free, waits for as many requests as were in "
+            "it during its previous batch; a request that finds it idle goes at once (README: Latency)",
+            ("BGE_M3_QUEUE_DELAY_US",), models=_W, minimum=0),
+    Setting("queue_timeout_us", int, 60_000_000, "requests queued longer than this are refused (a request's own "
+            "timeout, when it sets one, wins; 0: no limit)", ("BGE_M3_QUEUE_TIMEOUT_US",), models=_W, minimum=0),
+    Setting("max_queue_size", int, 1024, "requests beyond this many queued are refused (0: no limit)",
+            ("BGE_M3_MAX_QUEUE_SIZE",), models=_W, minimum=0),
     Setting("torch_threads", int, 0, "intra-op threads per instance; 0: the cores divided by the forward slots",
             ("BGE_M3_TORCH_THREADS",), models=_W, minimum=0),
     Setting("max_text_bytes", int, 2_000_000, "largest text accepted, UTF-8 bytes", ("BGE_M3_MAX_TEXT_BYTES",),
@@ -164,6 +164,9 @@ class ModelSettings:
     passage_max_length: int = default("passage_max_length")
     max_batch_tokens: int = default("max_batch_tokens")
     max_batch_texts: int = default("max_batch_texts")
+    queue_delay_us: int = default("queue_delay_us")
+    queue_timeout_us: int = default("queue_timeout_us")
+    max_queue_size: int = default("max_queue_size")
     max_text_bytes: int = default("max_text_bytes")
     max_response_bytes: int = default("max_response_bytes")
     torch_threads: int = default("torch_threads")

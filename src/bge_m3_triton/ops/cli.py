@@ -137,12 +137,15 @@ def _info(url: str) -> int:
                 continue
             config = client.get_model_config(name)
             batching = config.get("dynamic_batching", {})
+            parameters = config_parameters(config)
             report[name] = {
                 "max_batch_size": config.get("max_batch_size"),
-                "queue_delay_us": int(batching.get("max_queue_delay_microseconds", 0)),
+                # the weight-holding models' collector waits (`queue_delay_us`), the rerank model's Triton batcher
+                "queue_delay_us": int(parameters.get("queue_delay_us",
+                                                     batching.get("max_queue_delay_microseconds", 0))),
                 "instances": [{"kind": g.get("kind"), "count": g.get("count"), "gpus": g.get("gpus", [])}
                               for g in config.get("instance_group", [])],
-                "parameters": config_parameters(config),
+                "parameters": parameters,
             }
     except Exception as exc:
         print(f"cannot read the served models from {url}: {exc}", file=sys.stderr)

@@ -20,9 +20,6 @@ from bge_m3_triton.core.settings import (
     CROSS_ENCODER,
     EMBED,
     MAX_BATCH_SIZE,
-    QUEUE_DELAY,
-    QUEUE_SIZE,
-    QUEUE_TIMEOUT,
     RERANK,
     SETTINGS,
     STRUCTURAL,
@@ -98,12 +95,6 @@ def render_config(config: mc.ModelConfig, deployment: Deployment) -> mc.ModelCon
         target = setting.target
         if target == MAX_BATCH_SIZE:
             out.max_batch_size = value
-        elif target == QUEUE_DELAY:
-            out.dynamic_batching.max_queue_delay_microseconds = value
-        elif target == QUEUE_TIMEOUT:
-            out.dynamic_batching.default_queue_policy.default_timeout_microseconds = value
-        elif target == QUEUE_SIZE:
-            out.dynamic_batching.default_queue_policy.max_queue_size = value
         elif target not in STRUCTURAL:
             out.parameters[target].string_value = str(value)
     if out.name in BY_NAME["device"].models:

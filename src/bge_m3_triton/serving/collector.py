@@ -1,17 +1,25 @@
 """Continuous batching inside one model instance: `execute` queues, one forward thread drains.
 
-Why: Triton's dynamic batcher fixes a batch when it hands it to an instance. With two instances behind
-one forward gate (serving.forward_gate), the instance that waits for the gate holds whatever batch it
-was handed, often one or two requests, while the requests that arrive meanwhile queue behind both; on
-16 concurrent passages the batches formed ranged from 1 to 16. Here `execute` only parses and
-tokenizes, queues the jobs and returns; the instance's forward thread takes the gate, then drains
-every job queued by that moment (up to `max_texts` texts), so a batch is formed when the cores are
-free, not before, and the next one gathers while this one computes. Each request is answered through
-its own response sender (one final response, as a non-decoupled model must), errors stay per request,
-and `execute` blocks while `max_pending_texts` texts wait (the models pass one batch's worth), so
-overload backs up into Triton's queue and its queue policy (size limit, timeouts) still applies.
-Because `execute` returns at once, Triton's dynamic batcher finds the instance free, and its lost
-wake-up (a request idling 500 ms in Triton's queue: README, Latency) was not seen with one instance.
+The weight-holding models have no `dynamic_batching` block: Triton hands every request straight to the
+instance, `execute` parses and tokenizes it, queues it here and returns, and the instance's forward
+thread takes the forward gate (serving.forward_gate), then every job queued by that moment (up to
+`max_texts` texts). A batch forms when the cores are free, not before, and the next one gathers
+while this one computes. Each request is answered through its own response sender (one final
+response, as a non-decoupled model must); errors stay per request.
+
+Why not Triton's dynamic batcher: it fixes a batch when it hands it to an instance, and with one
+instance it loses wake-ups. A request enqueued while the instance is still returning from `execute`
+finds no free slot, so `Enqueue` does not wake the batcher, which sleeps until the next request
+arrives or 500 ms pass (`dynamic_batch_scheduler.cc`, Triton 2.51). With queries at concurrency 8
+that left one client in six out of the next batch, so it waited two forward passes.
+
+So the queue and its policy live here:
+- The queue delay adapts. Once the cores are free, the forward thread waits at most `delay_s` for as
+  many requests as were in the model while its previous batch ran (that batch's, whose clients may
+  send again, and those queued meanwhile). A request that finds the model idle goes at once.
+- Requests beyond `max_queue_size` queued are refused at once (UNAVAILABLE, as Triton's batcher does).
+- A request that waited longer than its timeout (its own, or `queue_timeout_s`) is refused when the
+  forward thread reaches it, rather than computed for a client that has given up.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Generic, Protocol, TypeVar
@@ -76,21 +85,29 @@ class _Pending(Generic[Prepared]):
     sender: Any
     prepared: Prepared
     texts: int
+    arrived: float  # time.monotonic() when queued
+    deadline: float  # time.monotonic() after which it is refused unanswered; inf: none
 
 
 class Collector(Generic[Job, Prepared, Result]):
     """`execute(requests)` for a model whose forward pass runs on its own thread; returns None."""
 
     def __init__(self, executor: BatchExecutor[Job], stages: Stages[Job, Prepared, Result],
-                 hold: Callable[[], AbstractContextManager[Any]], max_texts: int, max_pending_texts: int) -> None:
+                 hold: Callable[[], AbstractContextManager[Any]], max_texts: int, delay_s: float = 0.0,
+                 max_queue_size: int = 0, queue_timeout_s: float = 0.0) -> None:
         self.executor = executor
         self.stages = stages
         self.hold = hold
         self.max_texts = max(1, max_texts)
-        self.max_pending_texts = max(self.max_texts, max_pending_texts)
+        self.delay_s = max(0.0, delay_s)
+        self.max_queue_size = max(0, max_queue_size)  # 0: no limit
+        self.queue_timeout_s = max(0.0, queue_timeout_s)  # 0: no limit
         self._pending: list[_Pending[Prepared]] = []
         self._pending_texts = 0
         self._closing = False
+        self._expected = 1  # requests in the model while the previous batch ran
+        self._last_end = -float("inf")  # time.monotonic() when the previous batch was answered
+        self._metrics = _ForwardMetrics(executor.pb, executor.model_name)
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="bge-m3-forward", daemon=True)
         self._thread.start()
@@ -100,11 +117,12 @@ class Collector(Generic[Job, Prepared, Result]):
                   stages: Stages[Job, Prepared, Result],
                   output_dtypes: dict[str, str]) -> Collector[Job, Prepared, Result]:
         """What a weight-holding `model.py` runs: responses and errors from `BatchExecutor`, the server's
-        forward gate, batches of up to the config's `max_batch_size` texts, and `execute` blocking while
-        one such batch waits."""
+        forward gate, batches of up to the config's `max_batch_size` texts, and the queue settings
+        (`queue_delay_us`, `max_queue_size`, `queue_timeout_us`)."""
         executor: BatchExecutor[Job] = BatchExecutor(pb, args["model_name"], output_dtypes, settings.max_text_bytes)
-        batch = max_batch_size(args)
-        return cls(executor, stages, forward_gate(args, settings), max_texts=batch, max_pending_texts=batch)
+        return cls(executor, stages, forward_gate(args, settings), max_texts=max_batch_size(args),
+                   delay_s=settings.queue_delay_us / 1e6, max_queue_size=settings.max_queue_size,
+                   queue_timeout_s=settings.queue_timeout_us / 1e6)
 
     def execute(self, requests: Sequence[Any]) -> None:
         """Answer malformed requests now; queue the others for the forward thread."""
@@ -123,19 +141,28 @@ class Collector(Generic[Job, Prepared, Result]):
             except Exception as exc:
                 self._send(sender, self.executor.internal_error(exc))
                 continue
-            queued.append(_Pending(requests[index], sender, prepared, self.stages.texts(prepared)))
-        if not queued:
-            return
+            now = time.monotonic()
+            queued.append(_Pending(requests[index], sender, prepared, self.stages.texts(prepared), now,
+                                   now + self._timeout_s(requests[index])))
+        refused: list[tuple[_Pending[Prepared], str]] = []
         with self._changed:
-            while self._pending and self._pending_texts >= self.max_pending_texts and not self._closing:
-                self._changed.wait()
-            if self._closing:  # the forward thread may be gone: answer rather than queue forever
-                for item in queued:
-                    self._send(item.sender, self.executor.error("the model is shutting down", "UNAVAILABLE"))
-                return
-            self._pending += queued
-            self._pending_texts += sum(item.texts for item in queued)
+            for item in queued:
+                if self._closing:  # the forward thread may be gone: answer rather than queue forever
+                    refused.append((item, "the model is shutting down"))
+                elif self.max_queue_size and len(self._pending) >= self.max_queue_size:
+                    refused.append((item, "Exceeds maximum queue size"))
+                else:
+                    self._pending.append(item)
+                    self._pending_texts += item.texts
             self._changed.notify_all()
+        for item, message in refused:
+            self._send(item.sender, self.executor.error(message, "UNAVAILABLE"))
+
+    def _timeout_s(self, request: Any) -> float:
+        """How long a request may wait: its own timeout when its client set one, else the model's."""
+        own = getattr(request, "timeout", lambda: 0)()
+        seconds = own / 1e6 if own else self.queue_timeout_s
+        return seconds if seconds > 0 else float("inf")
 
     def close(self, timeout_s: float = 60.0) -> None:
         """Finish the queued work, then stop the forward thread."""
@@ -151,16 +178,35 @@ class Collector(Generic[Job, Prepared, Result]):
                     self._changed.wait()
                 if not self._pending:
                     return
+                self._wait_for_company()
             try:
                 self._run_once()
             except BaseException as exc:  # the thread must outlive any failure; _run_once answers its batch
                 LOG.error("the forward thread caught %r", exc)
 
+    def _wait_for_company(self) -> None:
+        """With the lock held and a job queued: wait at most `delay_s` from when the model came free (or
+        from the first job's arrival, if later) for as many requests as were in the model while the
+        previous batch ran. A job that arrives more than `delay_s` after the previous batch was answered
+        found the model idle and goes at once."""
+        first = self._pending[0].arrived
+        if self.delay_s <= 0 or first - self._last_end > self.delay_s:
+            return
+        deadline = max(first, self._last_end) + self.delay_s
+        while (not self._closing and len(self._pending) < self._expected
+               and self._pending_texts < self.max_texts):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._changed.wait(remaining)
+
     def _run_once(self) -> None:
         batch: list[_Pending[Prepared]] = []
         try:
             with self.hold():
-                batch = self._take()
+                batch, expired = self._take()
+                for item in expired:
+                    self._send(item.sender, self.executor.error("Request timeout expired", "UNAVAILABLE"))
                 live = []
                 for item in batch:
                     if item.request.is_cancelled():
@@ -168,7 +214,9 @@ class Collector(Generic[Job, Prepared, Result]):
                     else:
                         live.append(item)
                 results = self._forward_guarded(live)
+                computed = time.monotonic()
         except BaseException as exc:
+            self._finished(batch, time.monotonic())
             for item in batch:
                 self._send(item.sender, self.executor.internal_error(exc if isinstance(exc, Exception)
                                                                       else RuntimeError(repr(exc))))
@@ -180,10 +228,27 @@ class Collector(Generic[Job, Prepared, Result]):
             except Exception as exc:
                 response = self.executor.internal_error(exc)
             self._send(item.sender, response)
+        self._finished(batch, computed)
+        self._metrics.count(len(live), sum(item.texts for item in live))
 
-    def _take(self) -> list[_Pending[Prepared]]:
-        """The queued jobs in arrival order, up to `max_texts` texts (always at least one job)."""
+    def _finished(self, batch: list[_Pending[Prepared]], computed: float) -> None:
+        """Remember for `_wait_for_company` when the batch was answered and how many requests were in the
+        model meanwhile: the batch's, whose clients may send again, and those that queued before its
+        forward pass ended (later ones may be the batch's own clients, answered first, come back)."""
         with self._changed:
+            during = sum(1 for item in self._pending if item.arrived < computed)
+            self._expected = max(1, len(batch) + during)
+            self._last_end = time.monotonic()
+
+    def _take(self) -> tuple[list[_Pending[Prepared]], list[_Pending[Prepared]]]:
+        """The queued jobs in arrival order, up to `max_texts` texts (always at least one job, unless
+        all have expired), and the jobs whose deadline passed while they waited."""
+        with self._changed:
+            now = time.monotonic()
+            expired = [item for item in self._pending if item.deadline < now]
+            if expired:
+                self._pending = [item for item in self._pending if item.deadline >= now]
+                self._pending_texts -= sum(item.texts for item in expired)
             taken, texts = 0, 0
             for item in self._pending:
                 if taken and texts + item.texts > self.max_texts:
@@ -192,8 +257,7 @@ class Collector(Generic[Job, Prepared, Result]):
                 texts += item.texts
             batch, self._pending = self._pending[:taken], self._pending[taken:]
             self._pending_texts -= texts
-            self._changed.notify_all()
-            return batch
+            return batch, expired
 
     def _forward_guarded(self, live: list[_Pending[Prepared]]) -> list[Result | Exception]:
         """The batch's results; if the batch fails together, each job alone, so only the culprit fails."""
@@ -218,3 +282,26 @@ class Collector(Generic[Job, Prepared, Result]):
             sender.send(response, flags=self.executor.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         except Exception as exc:  # the client may be gone; nothing else to tell
             LOG.warning("could not send a response: %r", exc)
+
+
+class _ForwardMetrics:
+    """Counters of the forward passes and of the requests and texts they carried, by model: the batches
+    the collector forms (Triton's own execution count only counts `execute` calls)."""
+
+    def __init__(self, pb: Any, model_name: str) -> None:
+        self._families: list[Any] = []  # kept alive: a Metric must not outlive its MetricFamily
+        self._counters: list[Any] = []
+        if not hasattr(pb, "MetricFamily"):
+            return
+        for name, what in (("bge_m3_forward_passes_total", "Forward passes"),
+                           ("bge_m3_forward_requests_total", "Requests answered by forward passes"),
+                           ("bge_m3_forward_texts_total", "Texts encoded by forward passes")):
+            family = pb.MetricFamily(name=name, description=f"{what} of bge-m3-triton models",
+                                     kind=pb.MetricFamily.COUNTER)
+            self._families.append(family)
+            self._counters.append(family.Metric(labels={"model": model_name}))
+
+    def count(self, requests: int, texts: int) -> None:
+        if requests and self._counters:
+            for counter, value in zip(self._counters, (1, requests, texts)):
+                counter.increment(value)
