@@ -106,7 +106,7 @@ SETTINGS: tuple[Setting, ...] = (
             ("BGE_M3_MAX_BATCH_TOKENS",), models=_W, minimum=1),
     Setting("max_batch_texts", int, 64, "rows of one forward pass at most", ("BGE_M3_MAX_BATCH_TEXTS",),
             models=_W, minimum=1),
-    Setting("max_batch_size", int, 64, "texts per request and per dynamic batch", ("BGE_M3_MAX_BATCH_SIZE",),
+    Setting("max_batch_size", int, 64, "texts per request and per batch", ("BGE_M3_MAX_BATCH_SIZE",),
             lands=MAX_BATCH_SIZE, minimum=1),
     Setting("queue_delay_us", int, 5000, "how long a model, once free, waits for as many requests as were in "
             "it during its previous batch; a request that finds it idle goes at once (README: Latency)",
