@@ -103,7 +103,6 @@ class Collector(Generic[Job, Prepared, Result]):
         self.max_queue_size = max(0, max_queue_size)  # 0: no limit
         self.queue_timeout_s = max(0.0, queue_timeout_s)  # 0: no limit
         self._pending: list[_Pending[Prepared]] = []
-        self._pending_texts = 0
         self._closing = False
         self._expected = 1  # requests in the model while the previous batch ran
         self._last_end = -float("inf")  # time.monotonic() when the previous batch was answered
@@ -153,7 +152,6 @@ class Collector(Generic[Job, Prepared, Result]):
                     refused.append((item, "Exceeds maximum queue size"))
                 else:
                     self._pending.append(item)
-                    self._pending_texts += item.texts
             self._changed.notify_all()
         for item, message in refused:
             self._send(item.sender, self.executor.error(message, "UNAVAILABLE"))
@@ -194,7 +192,7 @@ class Collector(Generic[Job, Prepared, Result]):
             return
         deadline = max(first, self._last_end) + self.delay_s
         while (not self._closing and len(self._pending) < self._expected
-               and self._pending_texts < self.max_texts):
+               and sum(item.texts for item in self._pending) < self.max_texts):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
@@ -248,7 +246,6 @@ class Collector(Generic[Job, Prepared, Result]):
             expired = [item for item in self._pending if item.deadline < now]
             if expired:
                 self._pending = [item for item in self._pending if item.deadline >= now]
-                self._pending_texts -= sum(item.texts for item in expired)
             taken, texts = 0, 0
             for item in self._pending:
                 if taken and texts + item.texts > self.max_texts:
@@ -256,7 +253,6 @@ class Collector(Generic[Job, Prepared, Result]):
                 taken += 1
                 texts += item.texts
             batch, self._pending = self._pending[:taken], self._pending[taken:]
-            self._pending_texts -= texts
             return batch, expired
 
     def _forward_guarded(self, live: list[_Pending[Prepared]]) -> list[Result | Exception]:
