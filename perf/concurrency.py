@@ -41,6 +41,14 @@ def core_rate(model: object, texts: list[str], seconds: float, per_call: int = 8
     return done / (time.perf_counter() - start)
 
 
+def time_split(before: dict[str, float], after: dict[str, float], wall_s: float) -> dict[str, float]:
+    """Where a server's time went during a run, from its forward counters: texts per forward pass, the
+    shares of the wall time in forward passes and in answering, and texts/s within the forward passes."""
+    delta = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
+    return {"per_pass": delta["texts"] / max(delta["passes"], 1), "forward": delta["seconds"] / wall_s,
+            "answer": delta["answer_seconds"] / wall_s, "forward_rate": delta["texts"] / max(delta["seconds"], 1e-9)}
+
+
 def main() -> int:
     options = parser(__doc__)
     options.add_argument("--rounds", type=int, default=3)
@@ -71,13 +79,16 @@ def main() -> int:
         model = M3Model.load(ModelSettings(model=str(checkpoint), dtype="auto", device="cpu"))
         core_rate(model, texts[:8], 0)  # warm-up
         rounds: list[dict[str, float]] = []
+        spent: dict[str, list[dict[str, float]]] = {name: [] for name, _ in variants}
         for number in range(args.rounds):
             ceiling = for_checkpoint(checkpoint, "auto", threads)
             row = {"ceiling": ceiling.gflops, "core": core_rate(model, texts, 15)}
             for name, server in servers.items():
+                before, start = server.forward_totals(), time.monotonic()
                 result = run_perf_analyzer(passages, "grpc", server.grpc, work / "c16.csv", args.window_ms,
                                            perf_analyzer_env())
                 row[name] = float(result[0].get("Inferences/Second", "nan"))
+                spent[name].append(time_split(before, server.forward_totals(), time.monotonic() - start))
             row["share"] = ceiling.share(1.0 * passages.tokens_per_item)  # of one text/s
             rounds.append(row)
             print(f"[concurrency] round {number + 1}: {row}", flush=True)
@@ -97,6 +108,13 @@ def main() -> int:
     lines.append(f"| median | {median['ceiling']:,.0f} | {median['core']:.2f} "
                  f"({statistics.median(r['core'] * r['share'] for r in rounds):.0%}) | "
                  + " | ".join(f"{median[n]:.2f} ({shares[n]:.0%}; {ratios[n]:.2f}x core)" for n in names) + " |")
+    split_lines = []
+    for name in names:
+        m = {key: statistics.median(r[key] for r in spent[name]) for key in spent[name][0]}
+        split_lines.append(
+            f"| {name} | {m['per_pass']:.1f} | {m['forward']:.0%} | {m['answer']:.1%} | "
+            f"{1 - m['forward'] - m['answer']:.0%} | {m['forward_rate']:.2f} "
+            f"({m['forward_rate'] / median['core']:.2f}x core) |")
     text = "\n".join([
         f"# passages under concurrency {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "",
         f"Machine: {machine()}; preset `{args.preset}`, dtype auto ({ceiling.dtype}), {threads} torch threads for the "
@@ -104,7 +122,13 @@ def main() -> int:
         f"single-passage gRPC requests (perf_analyzer, {args.window_ms // 1000} s windows); core: the same "
         "passages, 8 per `encode` call, 15 s. Texts/s, with the share of the round's matmul ceiling.", "",
         "| round | ceiling GFLOP/s | core alone | " + " | ".join(f"server: {n}" for n in names) + " |",
-        "|---|---|---|" + "---|" * len(names), *lines])
+        "|---|---|---|" + "---|" * len(names), *lines, "",
+        "Where each server's time went (medians over the rounds, from its `bge_m3_forward_*` and "
+        "`bge_m3_answer_seconds_total` counters over each perf_analyzer run, warm-up windows included): texts per "
+        "forward pass; shares of the wall time spent in forward passes, in packing and sending their responses, "
+        "and neither (waiting for requests, or `execute` alone); texts/s within the forward passes.", "",
+        "| server | texts per pass | forward | answering | neither | texts/s in forward passes |",
+        "|---|---|---|---|---|---|", *split_lines])
     publish(text, args.out, f"concurrency-{args.preset}")
     return 0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -86,20 +85,17 @@ def test_concurrent_requests_with_different_modes_and_outputs(server: Server, m3
             assert (result.dense is not None, result.sparse is not None, result.colbert is not None) == \
                 (dense, sparse, colbert)
             assert_embedding_matches(result, ref, index, dense, sparse, colbert)
-    passes, requests, texts = (now - then for now, then in zip(_forward_counts(server), before))
+    passes, requests, texts, forward_s, answer_s = (now - then for now, then in zip(_forward_counts(server), before))
     assert (requests, texts) == (len(cases), len(cases) * len(TEXTS))
     assert passes < len(cases), "the collector should have put several requests in one forward pass"
+    assert forward_s > 0 and 0 < answer_s < forward_s * 10, (forward_s, answer_s)
 
 
 def _forward_counts(server: Server) -> tuple[float, ...]:
-    """bge_m3's forward passes, and the requests and texts they carried, from the server's metrics."""
-    metrics = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics").read().decode()
-
-    def total(name: str) -> float:
-        return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                   if line.startswith(name + "{") and 'model="bge_m3"' in line)
-
-    return tuple(total(f"bge_m3_forward_{what}_total") for what in ("passes", "requests", "texts"))
+    """bge_m3's forward passes, the requests and texts they carried, and the seconds spent computing
+    and answering them, from the server's metrics."""
+    totals = server.forward_totals("bge_m3")
+    return tuple(totals.get(what, 0.0) for what in ("passes", "requests", "texts", "seconds", "answer_seconds"))
 
 
 def test_batch_size_packing_keeps_order(server: Server) -> None:

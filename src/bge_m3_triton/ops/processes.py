@@ -85,6 +85,27 @@ class Server:
         """SIGTERM, then SIGKILL after 60 s; the exit code."""
         return stop_process(self.process, 60)
 
+    def forward_totals(self, model: str = "bge_m3") -> dict[str, float]:
+        """The model's `bge_m3_forward_*_total` and `bge_m3_answer_seconds_total` counters, by their middle
+        word (passes, requests, texts, seconds; answer_seconds), from the server's metrics."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as reply:
+            lines = reply.read().decode().splitlines()
+        totals: dict[str, float] = {}
+        for line in lines:
+            name, _, rest = line.partition("{")
+            if f'model="{model}"' not in rest or not name.endswith("_total"):
+                continue
+            if name.startswith("bge_m3_forward_"):
+                key = name[len("bge_m3_forward_"):-len("_total")]
+            elif name == "bge_m3_answer_seconds_total":
+                key = "answer_seconds"
+            else:
+                continue
+            totals[key] = totals.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+        return totals
+
 
 def start_server(tmp: Path, args: list[str], models: list[str], env: dict[str, str] | None = None) -> Server:
     """Start `bge-m3-triton serve` with `args` (plus `env` over this environment) and wait for `models`."""

@@ -211,6 +211,7 @@ class Collector(Generic[Job, Prepared, Result]):
                         self._send(item.sender, self.executor.error("the request was cancelled", "CANCELLED"))
                     else:
                         live.append(item)
+                started = time.monotonic()
                 results = self._forward_guarded(live)
                 computed = time.monotonic()
         except BaseException as exc:
@@ -227,7 +228,8 @@ class Collector(Generic[Job, Prepared, Result]):
                 response = self.executor.internal_error(exc)
             self._send(item.sender, response)
         self._finished(batch, computed)
-        self._metrics.count(len(live), sum(item.texts for item in live))
+        self._metrics.count(len(live), sum(item.texts for item in live), computed - started,
+                            time.monotonic() - computed)
 
     def _finished(self, batch: list[_Pending[Prepared]], computed: float) -> None:
         """Remember for `_wait_for_company` when the batch was answered and how many requests were in the
@@ -281,23 +283,28 @@ class Collector(Generic[Job, Prepared, Result]):
 
 
 class _ForwardMetrics:
-    """Counters of the forward passes and of the requests and texts they carried, by model: the batches
-    the collector forms (Triton's own execution count only counts `execute` calls)."""
+    """Counters of the forward passes, the requests and texts they carried, and the seconds spent in
+    them and in answering their requests, by model: the batches the collector forms (Triton's own
+    execution count only counts `execute` calls), and how busy the forward thread is."""
+
+    _COUNTERS = (("bge_m3_forward_passes_total", "Forward passes"),
+                 ("bge_m3_forward_requests_total", "Requests answered by forward passes"),
+                 ("bge_m3_forward_texts_total", "Texts encoded by forward passes"),
+                 ("bge_m3_forward_seconds_total", "Seconds spent in forward passes"),
+                 ("bge_m3_answer_seconds_total", "Seconds spent packing and sending the responses of forward passes"))
 
     def __init__(self, pb: Any, model_name: str) -> None:
         self._families: list[Any] = []  # kept alive: a Metric must not outlive its MetricFamily
         self._counters: list[Any] = []
         if not hasattr(pb, "MetricFamily"):
             return
-        for name, what in (("bge_m3_forward_passes_total", "Forward passes"),
-                           ("bge_m3_forward_requests_total", "Requests answered by forward passes"),
-                           ("bge_m3_forward_texts_total", "Texts encoded by forward passes")):
+        for name, what in self._COUNTERS:
             family = pb.MetricFamily(name=name, description=f"{what} of bge-m3-triton models",
                                      kind=pb.MetricFamily.COUNTER)
             self._families.append(family)
             self._counters.append(family.Metric(labels={"model": model_name}))
 
-    def count(self, requests: int, texts: int) -> None:
+    def count(self, requests: int, texts: int, forward_s: float, answer_s: float) -> None:
         if requests and self._counters:
-            for counter, value in zip(self._counters, (1, requests, texts)):
+            for counter, value in zip(self._counters, (1, requests, texts, forward_s, answer_s)):
                 counter.increment(value)
