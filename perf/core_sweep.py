@@ -5,12 +5,15 @@
 For 64 passages (~256 tokens) and 64 queries (~16 tokens), all three outputs, in one `encode` call:
 texts/s and share of the matmul ceiling for each padded-token budget (`max_batch_tokens`), and with
 `max_batch_texts=1` (every text alone in its forward pass: batch-composition drift is then zero).
+This VM's speed drifts within minutes, so the settings take turns: each round times one call of each,
+and the table gives the median over the rounds (`--rounds`).
 Then torch's profiler on one passages call, its self time grouped by kind of work, which says how much
 of the gap to the ceiling is matmul and how much is attention and element-wise work.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import statistics
 import sys
@@ -33,15 +36,11 @@ KINDS = (("matmul (Linear)", ("addmm", "mm", "linear", "matmul", "bmm", "onednn"
          ("element-wise", ("add", "mul", "div", "sub", "where", "relu", "max", "sum", "norm", "exp", "pow", "sqrt")))
 
 
-def timed(model: Any, texts: list[str], lengths: list[int], repeats: int = 3) -> float:
-    """Texts/s of one `encode` call on `texts` (median of `repeats` after a warm-up)."""
-    model.encode(texts[:4], lengths[:4])
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.encode(texts, lengths)
-        times.append(time.perf_counter() - start)
-    return len(texts) / statistics.median(times)
+def timed(model: Any, texts: list[str], lengths: list[int]) -> float:
+    """Texts/s of one `encode` call on `texts`."""
+    start = time.perf_counter()
+    model.encode(texts, lengths)
+    return len(texts) / (time.perf_counter() - start)
 
 
 def kind_of(name: str) -> str:
@@ -56,6 +55,7 @@ def main() -> int:
     options = parser(__doc__)
     options.add_argument("--dtype", default="auto")
     options.add_argument("--budgets", default="1024,2048,4096,8192")
+    options.add_argument("--rounds", type=int, default=5)
     args = options.parse_args()
 
     import torch
@@ -78,17 +78,24 @@ def main() -> int:
 
     probe = load()
     ceiling = for_checkpoint(checkpoint, args.dtype, torch.get_num_threads())
-    rows = []
     settings: list[tuple[str, dict[str, int]]] = [(f"budget {int(b):,} tokens", {"max_batch_tokens": int(b)})
                                                    for b in args.budgets.split(",")]
     settings.append(("each text alone (max_batch_texts=1)", {"max_batch_texts": 1}))
-    for label, overrides in settings:
-        model = load(**overrides)
-        rates = {name: timed(model, texts, lengths) for name, texts in (("passages", passages), ("queries", queries))}
-        share = {name: ceiling.share(rate * tokens[name]) for name, rate in rates.items()}
-        rows.append(f"| {label} | {rates['passages']:.2f} | {share['passages']:.0%} "
-                    f"| {rates['queries']:.1f} | {share['queries']:.0%} |")
-        del model
+    default = probe.settings
+    probe.encode(passages[:4], lengths[:4])  # warm-up
+    rates: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for _ in range(args.rounds):
+        for label, overrides in settings:
+            probe.settings = dataclasses.replace(default, **overrides)  # read by every `encode` call
+            for name, texts in (("passages", passages), ("queries", queries)):
+                rates[label, name].append(timed(probe, texts, lengths))
+    probe.settings = default
+    rows = []
+    for label, _ in settings:
+        median = {name: statistics.median(rates[label, name]) for name in ("passages", "queries")}
+        share = {name: ceiling.share(rate * tokens[name]) for name, rate in median.items()}
+        rows.append(f"| {label} | {median['passages']:.2f} | {share['passages']:.0%} "
+                    f"| {median['queries']:.1f} | {share['queries']:.0%} |")
 
     from torch.profiler import ProfilerActivity, profile
 
@@ -108,7 +115,8 @@ def main() -> int:
         f"# model core sweep {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "",
         f"Machine: {machine()}; preset `{args.preset}`, dtype `{args.dtype}` (runs {ceiling.dtype}), "
         f"{torch.get_num_threads()} torch threads; 64 passages (~{tokens['passages']:.0f} tokens) and 64 queries "
-        f"(~{tokens['queries']:.0f} tokens), all three outputs, one `encode` call each.", "",
+        f"(~{tokens['queries']:.0f} tokens), all three outputs, one `encode` call each, medians of "
+        f"{args.rounds} rounds.", "",
         ceiling.line(), "",
         "| sub-batches | passages/s | of ceiling | queries/s | of ceiling |", "|---|---|---|---|---|", *rows, "",
         f"Where one passages call's time goes (torch profiler, default settings; {wall:.2f} s wall with the "
