@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bge_m3_triton.core.batching import pad_batch, plan_sub_batches
+from bge_m3_triton.core.batching import _greedy, pad_batch, plan_sub_batches
 from bge_m3_triton.core.postprocess import colbert_vectors, sparse_weights
 from bge_m3_triton.core.tokens import load_tokenizer, tokenize
 from bge_m3_triton.ops.testmodel import tokenizer_folder
@@ -25,6 +26,19 @@ def test_sub_batches_cover_every_text_once_within_budget(lengths: list[int], bud
         assert len(batch) <= rows
         longest = max(lengths[p] for p in batch)
         assert len(batch) == 1 or len(batch) * longest <= budget
+    greedy = _greedy(sorted(range(len(lengths)), key=lambda i: -lengths[i]), lengths, budget, rows)
+    assert len(plan) == len(greedy), "balancing must not add forward passes"
+
+    def cost(batches: list[list[int]]) -> int:
+        return max((len(b) * max(lengths[p] for p in b) for b in batches), default=0)
+
+    assert cost(plan) <= cost(greedy)
+
+
+def test_sub_batches_are_even() -> None:
+    assert [len(b) for b in plan_sub_batches([256] * 17, 4096, 64)] == [9, 8]
+    assert [len(b) for b in plan_sub_batches([17] * 64, 1024, 64)] == [32, 32]
+    assert [len(b) for b in plan_sub_batches([256] * 16, 4096, 64)] == [16]
 
 
 def test_pad_batch() -> None:
@@ -122,3 +136,19 @@ def test_runtime_bf16_check_follows_the_isa_cap() -> None:
     capped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"})
     assert capped.stdout.strip() == "False"
+
+
+def test_token_budget_follows_device_and_dtype(m3_checkpoint: Path) -> None:
+    """`max_batch_tokens: 0` picks the budget measured fastest for the device and dtype; a set one stays."""
+    from bge_m3_triton.core import devices
+    from bge_m3_triton.core.m3 import M3Model
+    from bge_m3_triton.core.settings import ModelSettings
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert devices.batch_token_budget(0, "auto", cpu, torch.bfloat16) == 2048
+    assert devices.batch_token_budget(0, "float32", cpu, torch.float32) == 1024
+    assert devices.batch_token_budget(0, "int8", cpu, torch.float32) == 1024
+    assert devices.batch_token_budget(0, "auto", gpu, torch.bfloat16) == 4096
+    assert devices.batch_token_budget(512, "auto", cpu, torch.bfloat16) == 512
+    model = M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype="float32", device="cpu"))
+    assert model.settings.max_batch_tokens == 1024

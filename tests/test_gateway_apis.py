@@ -108,6 +108,7 @@ def test_tei_routes(gateway: Gateway, client: BGEM3Client) -> None:
     assert [(r["index"], r["score"]) for r in raw] == client.rerank(QUERY, DOCS, normalize=False)
     info = tei.get("/info").json()
     assert info["max_input_length"] == 8192 and info["model_dtype"] == "float32"
+    assert info["max_batch_tokens"] == 64 * 8192  # the gateway's --max-inputs, each at the passage limit
 
 
 def test_tei_truncate_false_refuses_with_the_length(gateway: Gateway) -> None:

@@ -86,7 +86,7 @@ def test_readme_configuration_table_is_the_generated_one() -> None:
 
 
 @pytest.mark.parametrize(("parameters", "message"), [
-    ({"dtype": "int4"}, "dtype"), ({"query_max_length": "lots"}, "integer"), ({"max_batch_tokens": "0"}, "at least 1"),
+    ({"dtype": "int4"}, "dtype"), ({"query_max_length": "lots"}, "integer"), ({"max_batch_texts": "0"}, "at least 1"),
     ({"modle": "x"}, "unknown parameter"), ({"device": "tpu"}, "device"),
 ])
 def test_bad_parameters_are_named(parameters: dict[str, str], message: str) -> None:

@@ -28,7 +28,6 @@ class ServedModels:
     dtype: str
     query_max_length: int
     passage_max_length: int
-    max_batch_tokens: int
     max_batch_size: int
     cross_encoder_checkpoint: str | None
     cross_encoder_max_length: int
@@ -71,7 +70,6 @@ class Backend:
                 embed_checkpoint=limits.checkpoint or EMBED_NAME, dtype=params.get(c.CONFIG_DTYPE, "auto"),
                 query_max_length=limits.query_max_length or 512,
                 passage_max_length=limits.passage_max_length or POSITION_LIMIT,
-                max_batch_tokens=int(params.get("max_batch_tokens", 0)),
                 max_batch_size=limits.max_batch_size,
                 cross_encoder_checkpoint=cross.checkpoint if cross else None,
                 cross_encoder_max_length=min(cross.passage_max_length or 512, 512) if cross else 0)

@@ -162,7 +162,9 @@ async def info(request: Request) -> JSON:
     model_type: dict[str, Any] = {"embedding": {"pooling": "cls"}}
     return JSON({"model_id": served_models.embed_checkpoint, "model_sha": None, "model_dtype": served_models.dtype,
                  "model_type": model_type, "max_input_length": served_models.passage_max_length,
-                 "max_batch_tokens": served_models.max_batch_tokens,
+                 # TEI's budget bounds a request too; ours is split into the model's own sub-batches, so
+                 # a request may hold as many texts as the gateway takes, each at the passage limit.
+                 "max_batch_tokens": settings(request).max_inputs * served_models.passage_max_length,
                  "max_client_batch_size": settings(request).max_inputs,
                  "max_concurrent_requests": settings(request).concurrency,
                  "reranker_id": served_models.cross_encoder_checkpoint,

@@ -42,7 +42,7 @@ class CrossEncoder:
         labels = int(loaded.model.config.num_labels)
         if labels != 1:
             raise CheckpointError(f"a reranker has one label; {loaded.folder.name!r} has {labels}")
-        return cls(loaded.model, load_tokenizer(loaded.folder), loaded.device, settings)
+        return cls(loaded.model, load_tokenizer(loaded.folder), loaded.device, loaded.settings)
 
     def pair_ids(self, queries: Sequence[str], passages: Sequence[str], max_length: int,
                  query_max_length: int) -> list[list[int]]:

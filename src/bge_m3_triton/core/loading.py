@@ -20,12 +20,14 @@ LOG = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class Loaded:
-    """A loaded model in eval mode on its device, and where it came from."""
+    """A loaded model in eval mode on its device, where it came from, and the settings it runs with
+    (the padded-token budget resolved for its device and dtype)."""
 
     folder: Path
     model: Any  # a transformers PreTrainedModel (a torch.nn.Module)
     device: torch.device
     dtype: torch.dtype
+    settings: ModelSettings
 
 
 def load_pretrained(settings: ModelSettings, auto_class: Any, what: str, required: Sequence[str] = ()) -> Loaded:
@@ -47,9 +49,10 @@ def load_pretrained(settings: ModelSettings, auto_class: Any, what: str, require
     elif device.type == "cpu" and settings.share_weights == "on":
         key = shared_weights.weights_key([weights_file, folder / "config.json"], dtype, auto_class.__name__)
         shared_weights.share_weights(model, key)
-    LOG.info("loaded %s %s on %s as %s", what, settings.model, device, settings.dtype if settings.dtype == "int8"
-             else dtype)
-    return Loaded(folder, model, device, dtype)
+    budget = devices.batch_token_budget(settings.max_batch_tokens, settings.dtype, device, dtype)
+    LOG.info("loaded %s %s on %s as %s, sub-batches of up to %d padded tokens", what, settings.model, device,
+             settings.dtype if settings.dtype == "int8" else dtype, budget)
+    return Loaded(folder, model, device, dtype, dataclasses.replace(settings, max_batch_tokens=budget))
 
 
 def position_limit(config: Any) -> int:

@@ -74,7 +74,7 @@ class M3Model:
         sparse_head = checkpoint.load_linear_head(folder / "sparse_linear.pt", hidden, torch.float32, device)
         if sparse_head.out_features != 1:
             raise checkpoint.CheckpointError("sparse_linear.pt must project to one weight per token")
-        return cls(encoder, colbert_head, sparse_head, load_tokenizer(folder), device, settings)
+        return cls(encoder, colbert_head, sparse_head, load_tokenizer(folder), device, loaded.settings)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -102,8 +102,9 @@ SETTINGS: tuple[Setting, ...] = (
             models=(EMBED, RERANK), minimum=2),
     Setting("reranker_max_length", int, 512, "default max tokens of a cross-encoder (query, passage) pair",
             ("BGE_RERANKER_MAX_LENGTH",), lands="passage_max_length", models=(CROSS_ENCODER,), minimum=4),
-    Setting("max_batch_tokens", int, 4096, "padded-token budget of one forward pass (rows x longest row)",
-            ("BGE_M3_MAX_BATCH_TOKENS",), models=_W, minimum=1),
+    Setting("max_batch_tokens", int, 0, "padded-token budget of one forward pass (rows x longest row); 0: by "
+            "device and dtype, CPU 2,048 in bf16, 1,024 in fp32 and int8, GPU 4,096 (README: CPU defaults)",
+            ("BGE_M3_MAX_BATCH_TOKENS",), models=_W, minimum=0),
     Setting("max_batch_texts", int, 64, "rows of one forward pass at most", ("BGE_M3_MAX_BATCH_TEXTS",),
             models=_W, minimum=1),
     Setting("max_batch_size", int, 64, "texts per request and per batch", ("BGE_M3_MAX_BATCH_SIZE",),
