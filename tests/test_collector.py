@@ -17,6 +17,10 @@ from bge_m3_triton.serving.params import InvalidRequest
 from bge_m3_triton.serving.triton_glue import BatchExecutor, Outputs, RequestView
 
 
+class Fatal(BaseException):
+    """What no `except Exception` catches (as KeyboardInterrupt or SystemExit)."""
+
+
 class Stages:
     """Jobs are tuples of texts; the forward pass returns each job's text lengths."""
 
@@ -39,6 +43,8 @@ class Stages:
             assert self.slow_may_end.wait(30)
         if any("boom" in job for job in prepared):
             raise RuntimeError("boom in the forward pass")
+        if any("fatal" in job for job in prepared):
+            raise Fatal("not an Exception")
         return [[len(text) for text in job] for job in prepared]
 
     def pack(self, prepared: tuple[str, ...], result: list[int]) -> Outputs:
@@ -182,6 +188,22 @@ def test_errors_stay_with_their_request(gate: threading.Lock) -> None:
     assert stages.batches[0] == [("fine",), ("boom",), ("unpackable",), ("also fine",)]
     assert stages.batches[1:] == [[("fine",)], [("boom",)], [("unpackable",)], [("also fine",)]]
     queue.close()
+
+
+def test_a_base_exception_answers_each_request_once_and_the_thread_goes_on(gate: threading.Lock) -> None:
+    stages = Stages()
+    queue = collector(gate, stages)
+    requests = [request("fatal"), request("gone", cancelled=True)]
+    with gate:
+        queue.execute(requests)
+    fatal, gone = (answer(req) for req in requests)
+    assert fatal.error().code() == "INTERNAL" and "Fatal" in fatal.error().message()
+    assert gone.error().code() == "CANCELLED"
+    later = request("later")
+    queue.execute([later])
+    assert not answer(later).has_error()
+    queue.close()
+    assert [len(req.sender.sent) for req in requests] == [1, 1], "a request was answered twice"
 
 
 def test_requests_beyond_the_queue_size_are_refused_at_once(gate: threading.Lock) -> None:

@@ -125,7 +125,8 @@ class Collector(Generic[Job, Prepared, Result]):
 
     def execute(self, requests: Sequence[Any]) -> None:
         """Answer malformed requests now; queue the others for the forward thread."""
-        responses, jobs = self.executor.parse_all(requests, self.stages.parse)
+        # Cancellation is asked once, by the forward thread just before the forward pass.
+        responses, jobs = self.executor.parse_all(requests, self.stages.parse, check_cancelled=False)
         for request, response in zip(requests, responses):
             if response is not None:
                 self._send(request.get_response_sender(), response)
@@ -200,23 +201,23 @@ class Collector(Generic[Job, Prepared, Result]):
 
     def _run_once(self) -> None:
         batch: list[_Pending[Prepared]] = []
+        live: list[_Pending[Prepared]] = []
         try:
             with self.hold():
                 batch, expired = self._take()
                 for item in expired:
                     self._send(item.sender, self.executor.error("Request timeout expired", "UNAVAILABLE"))
-                live = []
-                for item in batch:
-                    if item.request.is_cancelled():
+                cancelled = [item.request.is_cancelled() for item in batch]
+                live = [item for item, gone in zip(batch, cancelled) if not gone]
+                for item, gone in zip(batch, cancelled):
+                    if gone:
                         self._send(item.sender, self.executor.error("the request was cancelled", "CANCELLED"))
-                    else:
-                        live.append(item)
                 started = time.monotonic()
                 results = self._forward_guarded(live)
                 computed = time.monotonic()
-        except BaseException as exc:
+        except BaseException as exc:  # answer what is unanswered (cancelled ones were), then let it out
             self._finished(batch, time.monotonic())
-            for item in batch:
+            for item in live or batch:
                 self._send(item.sender, self.executor.internal_error(exc if isinstance(exc, Exception)
                                                                       else RuntimeError(repr(exc))))
             raise

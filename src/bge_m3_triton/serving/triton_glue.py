@@ -137,13 +137,16 @@ class BatchExecutor(Generic[Job]):
             self._fill(responses, jobs, outputs)
         return responses
 
-    def parse_all(self, requests: Sequence[Any], parse: Callable[[RequestView], Job]
+    def parse_all(self, requests: Sequence[Any], parse: Callable[[RequestView], Job], check_cancelled: bool = True
                    ) -> tuple[list[Any], list[tuple[int, Job]]]:
+        """Each request parsed into a job, or answered (INVALID_ARG, INTERNAL; CANCELLED when
+        `check_cancelled`: a round trip to the Triton process per request, which a caller that checks
+        again before computing can skip)."""
         responses: list[Any] = [None] * len(requests)
         jobs: list[tuple[int, Job]] = []
         for index, request in enumerate(requests):
             try:
-                if request.is_cancelled():
+                if check_cancelled and request.is_cancelled():
                     responses[index] = self.error("the request was cancelled", "CANCELLED")
                     continue
                 jobs.append((index, parse(RequestView(self.pb, request, self.max_text_bytes))))
