@@ -106,11 +106,12 @@ def workloads(tokenizer: object, folder: Path, quick: bool) -> list[Workload]:
     ]
 
 
-def fit_interval(base_ms: int, request_ms: float) -> int:
+def fit_interval(base_ms: int, request_ms: float, concurrency: int = 1) -> int:
     """A measurement window long enough for ~20 requests at the measured request time (the server
-    completes about one per request time whatever the concurrency), never below `base_ms`, at most
-    2 minutes: a slow machine gets longer windows rather than failures."""
-    return int(min(120_000, max(base_ms, 20 * request_ms)))
+    completes about one per request time whatever the concurrency) and for 4 batches of `concurrency`
+    requests (a window holding two, as 16 fp32 passages on 2 cores in 8 s, never stabilized), never
+    below `base_ms`, at most 2 minutes: a slow machine gets longer windows rather than failures."""
+    return int(min(120_000, max(base_ms, 20 * request_ms, 4 * concurrency * request_ms)))
 
 
 def probe_request_ms(workload: Workload, protocol: str, url: str) -> float:
@@ -154,7 +155,7 @@ def run_perf_analyzer(workload: Workload, protocol: str, url: str, out_csv: Path
     for level in sorted(set(workload.concurrency)):
         level_csv = out_csv.with_suffix(f".c{level}.csv")
         level_csv.unlink(missing_ok=True)
-        window = fit_interval(interval_ms, request_ms)
+        window = fit_interval(interval_ms, request_ms, level)
         command = [perf_analyzer_binary(), "-m", workload.model, "-u", url, "-i", protocol,
                    "--input-data", str(workload.data), "-b", str(workload.items_per_request),
                    "--concurrency-range", f"{level}:{level}", "--measurement-interval", str(window),

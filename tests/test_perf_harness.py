@@ -28,6 +28,7 @@ def test_windows_grow_with_the_request_time() -> None:
     assert perf_run.fit_interval(8000, 10.0) == 8000  # fast requests: the base window
     assert perf_run.fit_interval(8000, 2100.0) == 42000  # 2.1 s requests: ~20 of them per window
     assert perf_run.fit_interval(8000, 60_000.0) == 120_000  # capped
+    assert perf_run.fit_interval(8000, 270.0, 16) == 17280  # 16 concurrent: 4 batches of 16
 
 
 def test_an_unstable_level_is_a_row_not_an_abort() -> None:
