@@ -145,10 +145,11 @@ def test_token_budget_follows_device_and_dtype(m3_checkpoint: Path) -> None:
     from bge_m3_triton.core.settings import ModelSettings
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
-    assert devices.batch_token_budget(0, "auto", cpu, torch.bfloat16) == 2048
-    assert devices.batch_token_budget(0, "float32", cpu, torch.float32) == 1024
-    assert devices.batch_token_budget(0, "int8", cpu, torch.float32) == 1024
-    assert devices.batch_token_budget(0, "auto", gpu, torch.bfloat16) == 4096
-    assert devices.batch_token_budget(512, "auto", cpu, torch.bfloat16) == 512
+    assert devices.batch_token_budget(0, cpu, torch.bfloat16) == 2048
+    assert devices.batch_token_budget(0, cpu, torch.float32) == 1024  # fp32, and int8 (which computes in fp32)
+    assert devices.batch_token_budget(0, gpu, torch.bfloat16) == 4096
+    assert devices.batch_token_budget(512, cpu, torch.bfloat16) == 512
     model = M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype="float32", device="cpu"))
     assert model.settings.max_batch_tokens == 1024
+    quantized = M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype="int8", device="cpu"))
+    assert quantized.settings.max_batch_tokens == 1024

@@ -63,18 +63,17 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
-def batch_token_budget(requested: int, dtype_name: str, device: torch.device, dtype: torch.dtype) -> int:
+def batch_token_budget(requested: int, device: torch.device, dtype: torch.dtype) -> int:
     """The padded-token budget of one forward pass: `requested`, or when 0 the one measured fastest for
-    the device and dtype (README: CPU defaults). On CPU, passages of 256 tokens ran fastest in sub-batches
-    of 2,048 tokens in bf16 (AVX512-BF16: 7.99 passages/s against 7.52 at 4,096) and of 1,024 in fp32
-    (AVX2: 4.01 against 3.74); the feed-forward activations of a larger sub-batch outgrow the caches.
-    GPUs keep 4,096 (not measured here)."""
+    the device and the dtype it computes in (int8 computes in fp32) (README: CPU defaults). On CPU, 64
+    passages of 256 tokens ran fastest in sub-batches of 2,048 tokens in bf16 (+6% against 4,096 in two
+    of three interleaved runs, -1% in the third) and of 1,024 in fp32 (+7% under the AVX2 cap) and int8
+    (+20%): a larger sub-batch's feed-forward activations outgrow the caches. GPUs keep 4,096 (not
+    measured here)."""
     if requested:
         return requested
     if device.type != "cpu":
         return 4096
-    if dtype_name == "int8":
-        return 1024
     return 1024 if dtype == torch.float32 else 2048
 
 

@@ -49,7 +49,7 @@ def load_pretrained(settings: ModelSettings, auto_class: Any, what: str, require
     elif device.type == "cpu" and settings.share_weights == "on":
         key = shared_weights.weights_key([weights_file, folder / "config.json"], dtype, auto_class.__name__)
         shared_weights.share_weights(model, key)
-    budget = devices.batch_token_budget(settings.max_batch_tokens, settings.dtype, device, dtype)
+    budget = devices.batch_token_budget(settings.max_batch_tokens, device, dtype)
     LOG.info("loaded %s %s on %s as %s, sub-batches of up to %d padded tokens", what, settings.model, device,
              settings.dtype if settings.dtype == "int8" else dtype, budget)
     return Loaded(folder, model, device, dtype, dataclasses.replace(settings, max_batch_tokens=budget))
