@@ -45,8 +45,9 @@ def time_split(before: dict[str, float], after: dict[str, float], wall_s: float)
     """Where a server's time went during a run, from its forward counters: texts per forward pass, the
     shares of the wall time in forward passes and in answering, and texts/s within the forward passes."""
     delta = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
-    return {"per_pass": delta["texts"] / max(delta["passes"], 1), "forward": delta["seconds"] / wall_s,
-            "answer": delta["answer_seconds"] / wall_s, "forward_rate": delta["texts"] / max(delta["seconds"], 1e-9)}
+    texts, forward_s = delta["forward_texts"], delta["forward_seconds"]
+    return {"per_pass": texts / max(delta["forward_passes"], 1), "forward": forward_s / wall_s,
+            "answer": delta["answer_seconds"] / wall_s, "forward_rate": texts / max(forward_s, 1e-9)}
 
 
 def main() -> int:

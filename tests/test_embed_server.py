@@ -95,7 +95,8 @@ def _forward_counts(server: Server) -> tuple[float, ...]:
     """bge_m3's forward passes, the requests and texts they carried, and the seconds spent computing
     and answering them, from the server's metrics."""
     totals = server.forward_totals("bge_m3")
-    return tuple(totals.get(what, 0.0) for what in ("passes", "requests", "texts", "seconds", "answer_seconds"))
+    return tuple(totals.get(what, 0.0) for what in ("forward_passes", "forward_requests", "forward_texts",
+                                                    "forward_seconds", "answer_seconds"))
 
 
 def test_batch_size_packing_keeps_order(server: Server) -> None:

@@ -86,8 +86,8 @@ class Server:
         return stop_process(self.process, 60)
 
     def forward_totals(self, model: str = "bge_m3") -> dict[str, float]:
-        """The model's `bge_m3_forward_*_total` and `bge_m3_answer_seconds_total` counters, by their middle
-        word (passes, requests, texts, seconds; answer_seconds), from the server's metrics."""
+        """The model's `bge_m3_*_total` counters from the server's metrics, summed over their other labels
+        and named without `bge_m3_` and `_total` (forward_passes, forward_seconds, answer_seconds...)."""
         import urllib.request
 
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics") as reply:
@@ -95,15 +95,9 @@ class Server:
         totals: dict[str, float] = {}
         for line in lines:
             name, _, rest = line.partition("{")
-            if f'model="{model}"' not in rest or not name.endswith("_total"):
-                continue
-            if name.startswith("bge_m3_forward_"):
-                key = name[len("bge_m3_forward_"):-len("_total")]
-            elif name == "bge_m3_answer_seconds_total":
-                key = "answer_seconds"
-            else:
-                continue
-            totals[key] = totals.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+            if name.startswith("bge_m3_") and name.endswith("_total") and f'model="{model}"' in rest:
+                key = name.removeprefix("bge_m3_").removesuffix("_total")
+                totals[key] = totals.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
         return totals
 
 

@@ -205,6 +205,7 @@ class Collector(Generic[Job, Prepared, Result]):
         try:
             with self.hold():
                 batch, expired = self._take()
+                live = batch  # the unanswered: cancelled ones leave it as they are answered
                 for item in expired:
                     self._send(item.sender, self.executor.error("Request timeout expired", "UNAVAILABLE"))
                 cancelled = [item.request.is_cancelled() for item in batch]
@@ -215,9 +216,9 @@ class Collector(Generic[Job, Prepared, Result]):
                 started = time.monotonic()
                 results = self._forward_guarded(live)
                 computed = time.monotonic()
-        except BaseException as exc:  # answer what is unanswered (cancelled ones were), then let it out
+        except BaseException as exc:  # answer what is unanswered, then let it out
             self._finished(batch, time.monotonic())
-            for item in live or batch:
+            for item in live:
                 self._send(item.sender, self.executor.internal_error(exc if isinstance(exc, Exception)
                                                                       else RuntimeError(repr(exc))))
             raise
