@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from bge_m3_triton.core import checkpoint, devices, shared_weights
+from bge_m3_triton.core import allocator, checkpoint, devices, shared_weights
 from bge_m3_triton.core.settings import ModelSettings
 
 LOG = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ def load_pretrained(settings: ModelSettings, auto_class: Any, what: str, require
     dtype = devices.resolve_dtype(settings.dtype, device)
     if device.type == "cpu":
         devices.configure_threads(settings.torch_threads)
+        allocator.keep_freed_memory()
     try:
         model = auto_class.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
     except Exception as exc:

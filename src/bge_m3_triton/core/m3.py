@@ -68,9 +68,11 @@ class M3Model:
         loaded = load_pretrained(settings, AutoModel, "encoder", required=checkpoint.M3_HEADS)
         folder, encoder, device = loaded.folder, loaded.model, loaded.device
         hidden = int(encoder.config.hidden_size)
-        # The heads are ~1% of the compute: they run in fp32 on the encoder's output, which keeps
-        # the sparse weights (small values near the ReLU's zero) much closer to fp32 under bf16.
-        colbert_head = checkpoint.load_linear_head(folder / "colbert_linear.pt", hidden, torch.float32, device)
+        # The sparse head runs in fp32 on the encoder's output, which keeps its weights (small values
+        # near the ReLU's zero) much closer to fp32 under bf16. The ColBERT head (1.3% of the 6-layer
+        # model's FLOPs, but 2.6% of its time at fp32's rate) runs in the encoder's dtype: in bf16 its
+        # vectors moved by under 1e-5 in cosine on a trained encoder (perf/results/fidelity-e5-*.md).
+        colbert_head = checkpoint.load_linear_head(folder / "colbert_linear.pt", hidden, loaded.dtype, device)
         sparse_head = checkpoint.load_linear_head(folder / "sparse_linear.pt", hidden, torch.float32, device)
         if sparse_head.out_features != 1:
             raise checkpoint.CheckpointError("sparse_linear.pt must project to one weight per token")
@@ -108,8 +110,9 @@ class M3Model:
 
     def _run_sub_batch(self, rows: list[list[int]], results: list[TextEmbedding], wanted: list[str]) -> None:
         input_ids, attention_mask = pad_batch(rows, self.pad_id)
-        hidden = self.encoder(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
-                              return_dict=True).last_hidden_state.float()
+        last = self.encoder(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                            return_dict=True).last_hidden_state
+        hidden = last.float()
         if "dense" in wanted:
             dense = torch.nn.functional.normalize(hidden[:, 0], dim=-1).cpu().numpy()
             for index, result in enumerate(results):
@@ -120,7 +123,7 @@ class M3Model:
             self._scatter_rows(results, counts, ids.numpy(), "sparse_ids")
             self._scatter_rows(results, counts, values.numpy(), "sparse_weights")
         if "colbert" in wanted:
-            projected = self.colbert_head(hidden[:, 1:]).cpu()
+            projected = self.colbert_head(last[:, 1:].to(self.colbert_head.weight.dtype)).float().cpu()
             counts, vectors = colbert_vectors(projected, attention_mask)
             self._scatter_rows(results, counts, vectors.numpy(), "colbert")
 
