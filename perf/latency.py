@@ -2,6 +2,7 @@
 (perf_analyzer, gRPC and HTTP), with the collector's adaptive queue delay against no delay at all.
 
     .venv/bin/python perf/latency.py [--preset small] [--window-ms 20000] [--compare "NAME=SERVE FLAGS"]
+                                     [--defaults-only]
 
 The lone-query rows alternate blocks of 20 sequential queries served (gRPC, HTTP) and run through the
 model core in this process (`M3Model.encode`, tokenizing included), so the VM's drift hits both sides
@@ -70,6 +71,7 @@ def main() -> int:
     options.add_argument("--window-ms", type=int, default=20000)
     options.add_argument("--compare", action="append", default=[], metavar="NAME=SERVE FLAGS",
                          help="another server to measure beside the default")
+    options.add_argument("--defaults-only", action="store_true", help="skip the no-delay server")
     args = options.parse_args()
 
     from bge_m3_triton.core.devices import configure_threads
@@ -86,7 +88,9 @@ def main() -> int:
     lone_queries = make_texts(tokenizer, 64, 16, seed=1)
     configure_threads(0)
     model = M3Model.load(ModelSettings(model=str(checkpoint), dtype="auto", device="cpu"))
-    servers = [("adaptive 5 ms (default)", []), ("no delay", ["--queue-delay-us", "0"])]
+    servers = [("adaptive 5 ms (default)", [])]
+    if not args.defaults_only:
+        servers.append(("no delay", ["--queue-delay-us", "0"]))
     servers += [(text.split("=", 1)[0], text.split("=", 1)[1].split()) for text in args.compare]
     lines: list[str] = []
     lone: list[str] = []
