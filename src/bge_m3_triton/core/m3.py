@@ -110,20 +110,19 @@ class M3Model:
 
     def _run_sub_batch(self, rows: list[list[int]], results: list[TextEmbedding], wanted: list[str]) -> None:
         input_ids, attention_mask = pad_batch(rows, self.pad_id)
-        last = self.encoder(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
-                            return_dict=True).last_hidden_state
-        hidden = last.float()
+        hidden = self.encoder(input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device),
+                              return_dict=True).last_hidden_state  # in the encoder's dtype, as the ColBERT head
         if "dense" in wanted:
-            dense = torch.nn.functional.normalize(hidden[:, 0], dim=-1).cpu().numpy()
+            dense = torch.nn.functional.normalize(hidden[:, 0].float(), dim=-1).cpu().numpy()
             for index, result in enumerate(results):
                 result.dense = dense[index]
         if "sparse" in wanted:
-            weights = torch.relu(self.sparse_head(hidden)).squeeze(-1).cpu()
+            weights = torch.relu(self.sparse_head(hidden.float())).squeeze(-1).cpu()
             counts, ids, values = sparse_weights(weights, input_ids, attention_mask, self.unused_ids, self.vocab_size)
             self._scatter_rows(results, counts, ids.numpy(), "sparse_ids")
             self._scatter_rows(results, counts, values.numpy(), "sparse_weights")
         if "colbert" in wanted:
-            projected = self.colbert_head(last[:, 1:].to(self.colbert_head.weight.dtype)).float().cpu()
+            projected = self.colbert_head(hidden[:, 1:]).float().cpu()
             counts, vectors = colbert_vectors(projected, attention_mask)
             self._scatter_rows(results, counts, vectors.numpy(), "colbert")
 
