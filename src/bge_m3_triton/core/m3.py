@@ -122,7 +122,7 @@ class M3Model:
             self._scatter_rows(results, counts, ids.numpy(), "sparse_ids")
             self._scatter_rows(results, counts, values.numpy(), "sparse_weights")
         if "colbert" in wanted:
-            projected = self.colbert_head(hidden[:, 1:]).float().cpu()
+            projected = self.colbert_head(hidden[:, 1:]).cpu()
             counts, vectors = colbert_vectors(projected, attention_mask)
             self._scatter_rows(results, counts, vectors.numpy(), "colbert")
 

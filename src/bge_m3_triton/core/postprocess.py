@@ -33,11 +33,13 @@ def sparse_weights(
 
 
 def colbert_vectors(projected: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-normalized vectors of every real token after `<s>`: `n - 1` per row of `n` tokens.
+    """L2-normalized float32 vectors of every real token after `<s>`: `n - 1` per row of `n` tokens.
 
-    `projected` is `colbert_linear(hidden[:, 1:])`, `[rows, length - 1, dim]`. Returns
-    `(counts [rows], vectors [sum(counts), dim])` in row order.
+    `projected` is `colbert_linear(hidden[:, 1:])`, `[rows, length - 1, dim]`, in any float dtype. Returns
+    `(counts [rows], vectors [sum(counts), dim])` in row order. The padding is dropped before the
+    conversion to float32 and the division happens in place (the values are those of
+    `torch.nn.functional.normalize`): a 32-passage request's 33 MB are written once, not three times.
     """
     mask = attention_mask[:, 1:].bool()
-    vectors = torch.nn.functional.normalize(projected[mask], dim=-1)
-    return mask.sum(dim=1), vectors
+    vectors = projected[mask].float()
+    return mask.sum(dim=1), vectors.div_(vectors.norm(dim=-1, keepdim=True).clamp_min(1e-12))

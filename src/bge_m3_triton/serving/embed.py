@@ -136,9 +136,9 @@ def _column(values: list[int] | list[bool], dtype: type) -> np.ndarray:
 
 def _stack(rows: list[np.ndarray | None], empty: tuple[int, ...]) -> np.ndarray:
     present = [row for row in rows if row is not None]
-    return np.stack(present).astype(np.float32) if present else np.zeros(empty, dtype=np.float32)
+    return np.stack(present).astype(np.float32, copy=False) if present else np.zeros(empty, dtype=np.float32)
 
 
 def _concat(parts: list[np.ndarray | None], empty: tuple[int, ...], dtype: type) -> np.ndarray:
     present = [part for part in parts if part is not None]
-    return np.concatenate(present).astype(dtype) if present else np.zeros(empty, dtype=dtype)
+    return np.concatenate(present).astype(dtype, copy=False) if present else np.zeros(empty, dtype=dtype)
