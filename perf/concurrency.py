@@ -1,12 +1,13 @@
-"""Passages under 16 concurrent single-text requests, against the model core alone and the matmul ceiling,
-measured side by side in rounds.
+"""Passages under 16 concurrent single-text requests and in one 32-text request at a time, against the
+model core alone and the matmul ceiling, measured side by side in rounds.
 
     .venv/bin/python perf/concurrency.py [--preset small] [--rounds 3] [--compare "NAME=SERVE FLAGS" ...]
 
 This VM's speed drifts by 10-15% within minutes, so a throughput is only compared with figures taken
 next to it: each round measures the ceiling, the core alone (the same passages, 8 per `encode` call, as
 the server's batches hold about that many), then each server in turn (all are started first and wait
-idle while another is loaded). `--compare` adds servers started with other `serve` flags, e.g.
+idle while another is loaded): 16 concurrent single passages, then 32 passages per request, one request
+at a time (perf_analyzer, gRPC, all three outputs). `--compare` adds servers started with other `serve` flags, e.g.
 `--compare "2 instances=--instances 2"` (or `--model-repository` on a variant of `model_repository/`).
 """
 
@@ -67,6 +68,7 @@ def main() -> int:
     tokenizer = load_tokenizer(checkpoint)
     passages = next(w for w in workloads(tokenizer, work, quick=True) if w.name == "passages")
     passages = dataclasses.replace(passages, concurrency=[16], protocols=("grpc",))
+    x32 = next(w for w in workloads(tokenizer, work, quick=True) if w.name == "passages x32")
     texts = make_texts(tokenizer, 64, 256, seed=2)
     variants = [("defaults", [])] + [(spec.split("=", 1)[0], shlex.split(spec.split("=", 1)[1]))
                                      for spec in args.compare]
@@ -90,13 +92,16 @@ def main() -> int:
                                            perf_analyzer_env())
                 row[name] = float(result[0].get("Inferences/Second", "nan"))
                 spent[name].append(time_split(before, server.forward_totals(), time.monotonic() - start))
+                result = run_perf_analyzer(x32, "grpc", server.grpc, work / "x32.csv", args.window_ms,
+                                           perf_analyzer_env())
+                row[f"{name} x32"] = float(result[0].get("Inferences/Second", "nan"))
             row["share"] = ceiling.share(1.0 * passages.tokens_per_item)  # of one text/s
             rounds.append(row)
             print(f"[concurrency] round {number + 1}: {row}", flush=True)
     finally:
         for server in servers.values():
             server.stop()
-    names = [name for name, _ in variants]
+    names = [column for name, _ in variants for column in (name, f"{name} x32")]
     lines = []
     for number, row in enumerate(rounds, 1):
         cells = [f"{row[name]:.2f} ({row[name] * row['share']:.0%}; {row[name] / row['core']:.2f}x core)"
@@ -110,7 +115,7 @@ def main() -> int:
                  f"({statistics.median(r['core'] * r['share'] for r in rounds):.0%}) | "
                  + " | ".join(f"{median[n]:.2f} ({shares[n]:.0%}; {ratios[n]:.2f}x core)" for n in names) + " |")
     split_lines = []
-    for name in names:
+    for name, _ in variants:
         m = {key: statistics.median(r[key] for r in spent[name]) for key in spent[name][0]}
         split_lines.append(
             f"| {name} | {m['per_pass']:.1f} | {m['forward']:.0%} | {m['answer']:.1%} | "
@@ -120,12 +125,15 @@ def main() -> int:
         f"# passages under concurrency {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "",
         f"Machine: {machine()}; preset `{args.preset}`, dtype auto ({ceiling.dtype}), {threads} torch threads for the "
         f"core; ~{passages.tokens_per_item:.0f}-token passages, all three outputs; servers: 16 concurrent "
-        f"single-passage gRPC requests (perf_analyzer, {args.window_ms // 1000} s windows); core: the same "
+        f"single-passage gRPC requests, and one 32-passage request at a time (perf_analyzer, windows of at least "
+        f"{args.window_ms // 1000} s, longer where ~20 requests need longer); core: the same "
         "passages, 8 per `encode` call, 15 s. Texts/s, with the share of the round's matmul ceiling.", "",
-        "| round | ceiling GFLOP/s | core alone | " + " | ".join(f"server: {n}" for n in names) + " |",
+        "| round | ceiling GFLOP/s | core alone | "
+        + " | ".join(f"server: {n}, 32 per request" if n.endswith(" x32") else f"server: {n}, 16 concurrent"
+                     for n in names) + " |",
         "|---|---|---|" + "---|" * len(names), *lines, "",
         "Where each server's time went (medians over the rounds, from its `bge_m3_forward_*` and "
-        "`bge_m3_answer_seconds_total` counters over each perf_analyzer run, warm-up windows included): texts per "
+        "`bge_m3_answer_seconds_total` counters over each 16-concurrent perf_analyzer run, warm-up windows included): texts per "
         "forward pass; shares of the wall time spent in forward passes, in packing and sending their responses, "
         "and neither (waiting for requests, or `execute` alone); texts/s within the forward passes.", "",
         "| server | texts per pass | forward | answering | neither | texts/s in forward passes |",

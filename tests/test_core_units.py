@@ -90,6 +90,20 @@ def test_colbert_vectors_one_per_token_after_cls(lengths: list[int], dim: int) -
     np.testing.assert_allclose(vectors.norm(dim=-1).numpy(), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_colbert_vectors_are_normalize_in_float32_and_leave_the_input(dtype: torch.dtype) -> None:
+    """The in-place division gives torch's `normalize` values exactly, in float32 from any input dtype,
+    and never writes into the head's output (for fp32 the masked copy is the only copy)."""
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0]])
+    projected = torch.randn(2, 4, 8).to(dtype)
+    before = projected.clone()
+    counts, vectors = colbert_vectors(projected, mask)
+    expected = torch.nn.functional.normalize(projected.float()[mask[:, 1:].bool()], dim=-1)
+    assert vectors.dtype == torch.float32 and counts.tolist() == [3, 1]
+    assert torch.equal(vectors, expected)
+    assert torch.equal(projected, before)
+
+
 @functools.lru_cache(maxsize=1)
 def xlmr() -> Any:
     return load_tokenizer(tokenizer_folder())
