@@ -133,9 +133,10 @@ def main() -> int:
                      for n in names) + " |",
         "|---|---|---|" + "---|" * len(names), *lines, "",
         "Where each server's time went (medians over the rounds, from its `bge_m3_forward_*` and "
-        "`bge_m3_answer_seconds_total` counters over each 16-concurrent perf_analyzer run, warm-up windows included): texts per "
-        "forward pass; shares of the wall time spent in forward passes, in packing and sending their responses, "
-        "and neither (waiting for requests, or `execute` alone); texts/s within the forward passes.", "",
+        "`bge_m3_answer_seconds_total` counters over each 16-concurrent perf_analyzer run, warm-up windows "
+        "included): texts per forward pass; shares of the wall time spent in forward passes, in packing and "
+        "sending their responses, and neither (waiting for requests, or `execute` alone); texts/s within the "
+        "forward passes.", "",
         "| server | texts per pass | forward | answering | neither | texts/s in forward passes |",
         "|---|---|---|---|---|---|", *split_lines])
     publish(text, args.out, f"concurrency-{args.preset}")
