@@ -66,9 +66,9 @@ def main() -> int:
     checkpoint = benchmark_checkpoint(args.preset)
     work = work_folder("concurrency")
     tokenizer = load_tokenizer(checkpoint)
-    passages = next(w for w in workloads(tokenizer, work, quick=True) if w.name == "passages")
-    passages = dataclasses.replace(passages, concurrency=[16], protocols=("grpc",))
-    x32 = next(w for w in workloads(tokenizer, work, quick=True) if w.name == "passages x32")
+    by_name = {w.name: w for w in workloads(tokenizer, work, quick=True)}
+    passages = dataclasses.replace(by_name["passages"], concurrency=[16], protocols=("grpc",))
+    x32 = by_name["passages x32"]
     texts = make_texts(tokenizer, 64, 256, seed=2)
     variants = [("defaults", [])] + [(spec.split("=", 1)[0], shlex.split(spec.split("=", 1)[1]))
                                      for spec in args.compare]
