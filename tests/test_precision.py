@@ -25,21 +25,40 @@ BOUNDS = {
 }
 
 
+def taken_attention(dtype: str) -> str:
+    """What `attention onednn-graph` gives the tiny checkpoint here: the fused graph, or SDPA where
+    oneDNN Graph does not fuse `dtype` on this CPU."""
+    import torch
+
+    from bge_m3_triton.core import attention
+
+    try:
+        attention.prepare(2, 16, getattr(torch, dtype))
+    except RuntimeError:
+        return "sdpa"
+    return attention.NAME
+
+
 def outputs(url: str) -> list[fidelity.Output]:
     with BGEM3Client(url) as client:
         results = client.encode(TEXTS, is_passage=True, return_colbert=True)
     return [(r.dense, dict(zip(r.sparse["indices"], r.sparse["values"])), r.colbert) for r in results]
 
 
-@pytest.mark.parametrize("precision", ["bfloat16", "int8"])
+@pytest.mark.parametrize(("precision", "attention"), [("bfloat16", "sdpa"), ("bfloat16", "onednn-graph"),
+                                                     ("int8", "auto")])
 def test_precision_serves_within_its_bounds(server: Server, tmp_path: Path, m3_checkpoint: Path,
-                                           precision: str) -> None:
-    running = start_server(tmp_path, ["--model", str(m3_checkpoint), "--dtype", precision, "--models", "bge_m3"],
-                           ["bge_m3"])
+                                           precision: str, attention: str) -> None:
+    """bf16 with each attention (onednn-graph: core/attention.py, which falls back to SDPA with a warning
+    where oneDNN Graph does not fuse bf16) and int8."""
+    running = start_server(tmp_path, ["--model", str(m3_checkpoint), "--dtype", precision, "--attention", attention,
+                                      "--models", "bge_m3"], ["bge_m3"])
     try:
         figures = fidelity.compare(outputs(server.http), outputs(running.http))
     finally:
         assert running.stop() == 0
+    if attention == "onednn-graph":
+        assert f"with {taken_attention(precision)} attention" in running.log.read_text()
     print(precision, {k: round(v, 5) for k, v in figures.items()})
     for name, bound in BOUNDS[precision].items():
         assert figures[name] >= bound, (name, figures[name])

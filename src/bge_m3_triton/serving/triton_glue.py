@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -28,12 +29,26 @@ Job = TypeVar("Job")
 Outputs = dict[str, np.ndarray]
 
 
+def log_to_server() -> None:
+    """Send this package's log records from INFO up to the stub's stderr, which Triton writes to its own log
+    (Python's default would drop the INFO lines that say what was loaded: dtype, attention, budget)."""
+    root = logging.getLogger("bge_m3_triton")
+    if not any(getattr(handler, "bge_m3_server_log", False) for handler in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [pid %(process)d] %(message)s"))
+        handler.bge_m3_server_log = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
 def settings_from_args(args: Mapping[str, str], env: Mapping[str, str] | None = None) -> ModelSettings:
-    """The model's settings from the `args` Triton passes to `initialize` (its config's parameters).
+    """The model's settings from the `args` Triton passes to `initialize` (its config's parameters); from
+    here on the package logs to the server's log (`log_to_server`).
 
     `device: auto` becomes the Triton instance's device. On CPU, `torch_threads: 0` becomes the cores
     this process may use divided by the instances that compute at once: the forward slots, or every
     instance of the model when the slots are unlimited (0)."""
+    log_to_server()
     config = json.loads(args["model_config"])
     parameters = config_parameters(config)
     settings = ModelSettings.from_sources(parameters, os.environ if env is None else env, args["model_name"])
