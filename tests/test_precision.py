@@ -45,18 +45,21 @@ def outputs(url: str) -> list[fidelity.Output]:
     return [(r.dense, dict(zip(r.sparse["indices"], r.sparse["values"])), r.colbert) for r in results]
 
 
-@pytest.mark.parametrize(("precision", "attention"), [("bfloat16", "sdpa"), ("bfloat16", "onednn-graph"),
-                                                     ("int8", "auto")])
+@pytest.mark.parametrize(("precision", "attention", "compiled"), [
+    ("bfloat16", "sdpa", "off"), ("bfloat16", "onednn-graph", "off"), ("bfloat16", "sdpa", "inductor"),
+    ("int8", "auto", "off")])
 def test_precision_serves_within_its_bounds(server: Server, tmp_path: Path, m3_checkpoint: Path,
-                                           precision: str, attention: str) -> None:
+                                           precision: str, attention: str, compiled: str) -> None:
     """bf16 with each attention (onednn-graph: core/attention.py, which falls back to SDPA with a warning
-    where oneDNN Graph does not fuse bf16) and int8."""
+    where oneDNN Graph does not fuse bf16), bf16 compiled by inductor (core/compiling.py), and int8."""
     running = start_server(tmp_path, ["--model", str(m3_checkpoint), "--dtype", precision, "--attention", attention,
-                                      "--models", "bge_m3"], ["bge_m3"])
+                                      "--compile", compiled, "--models", "bge_m3"], ["bge_m3"])
     try:
         figures = fidelity.compare(outputs(server.http), outputs(running.http))
     finally:
         assert running.stop() == 0
+    if compiled == "inductor":
+        assert "compiled by inductor" in running.log.read_text()
     if attention == "onednn-graph":
         assert f"with {taken_attention(precision)} attention" in running.log.read_text()
     print(precision, {k: round(v, 5) for k, v in figures.items()})

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from bge_m3_triton.core import allocator, attention, checkpoint, devices, shared_weights
+from bge_m3_triton.core import allocator, attention, checkpoint, compiling, devices, shared_weights
 from bge_m3_triton.core.settings import ModelSettings
 
 LOG = logging.getLogger(__name__)
@@ -45,17 +45,20 @@ def load_pretrained(settings: ModelSettings, auto_class: Any, what: str, require
         raise checkpoint.CheckpointError(f"could not load the {what} from {folder.name!r}: "
                                          f"{type(exc).__name__}: {exc}") from None
     model = model.to(device).eval()
-    if attention.wanted(settings.attention, device, dtype):
+    compile_it = compiling.wanted(settings.compile, device, settings.dtype)
+    if attention.wanted(settings.attention, device, dtype) and not compile_it:  # TorchScript inside inductor: no
         _use_fused_attention(model, dtype)
     if settings.dtype == "int8":
         model = devices.quantize_int8(model)
     elif device.type == "cpu" and settings.share_weights == "on":
         key = shared_weights.weights_key([weights_file, folder / "config.json"], dtype, auto_class.__name__)
         shared_weights.share_weights(model, key)
+    if compile_it:
+        model = compiling.compile_model(model)
     budget = devices.batch_token_budget(settings.max_batch_tokens, device, dtype)
-    LOG.info("loaded %s %s on %s as %s with %s attention, sub-batches of up to %d padded tokens", what,
+    LOG.info("loaded %s %s on %s as %s with %s attention%s, sub-batches of up to %d padded tokens", what,
              settings.model, device, settings.dtype if settings.dtype == "int8" else dtype,
-             model.config._attn_implementation, budget)
+             model.config._attn_implementation, ", compiled by inductor" if compile_it else "", budget)
     return Loaded(folder, model, device, dtype, dataclasses.replace(settings, max_batch_tokens=budget))
 
 
