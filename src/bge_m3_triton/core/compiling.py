@@ -4,9 +4,9 @@ Why: with AMX, torch's bf16 Linear runs at ~3 TFLOP/s on two cores, so the work 
 (GELU, layer norms, residual adds, copies) weighs eight times more than on an AVX-512 CPU. Inductor fuses
 that work into generated C++ loops and, with its weights frozen, keeps the Linear weights prepacked
 in oneDNN's layout: the 6-layer model core ran 1.16-1.20x faster in bf16 on a Sapphire Rapids-class Xeon
-(README: Performance). It stays opt-in: compiling takes ~25 s per model at start (a C++ compiler must be
-on PATH), the frozen weights are a per-process copy (not shared between instances), and the numbers
-move by bf16 rounding (dense cosine 0.99995 against eager bf16).
+(README: Performance). It stays opt-in: compiling takes 25-80 s per model at start (a C++ compiler must be
+on PATH), inductor keeps its frozen copy of the Linear weights beside the module's (+1.3 GiB at full size,
+not shared between instances), and the numbers move by bf16 rounding (dense cosine 0.99995 against eager).
 
 How: `dynamic=True`, so one graph serves every (rows, tokens) shape; compiled before the first request by
 running the model on a one-row batch, a two-row batch and a padded two-row batch (dynamo specializes
