@@ -15,21 +15,17 @@ get zeros (their outputs are never read).
 
 from __future__ import annotations
 
-import logging
+import functools
 import threading
 from typing import Any
 
 import torch
 
-LOG = logging.getLogger(__name__)
 NAME = "bge_m3_onednn_graph"  # registered with transformers' attention and mask interfaces
 MIN_TOKENS, MAX_TOKENS = 64, 2048
 _LOCK = threading.RLock()
 _GRAPHS: dict[tuple[int, int, torch.dtype, float], FusedAttention] = {}
 _LAST_MASK = threading.local()  # every layer of a forward pass gets the same mask: read its lengths once
-
-
-CHOICES = ("auto", "sdpa", "onednn-graph")
 
 
 def wanted(setting: str, device: torch.device, dtype: torch.dtype) -> bool:
@@ -124,7 +120,9 @@ def prepare(heads: int, head_dim: int, dtype: torch.dtype) -> None:
     AttentionMaskInterface.register(NAME, sdpa_mask)
 
 
+@functools.lru_cache(maxsize=4 * MAX_TOKENS)
 def _bias(tokens: int, length: int, dtype: torch.dtype) -> torch.Tensor:
+    """The additive mask hiding keys `tokens` to `length` (made once per row length; every layer reuses it)."""
     bias = torch.zeros(1, 1, 1, length, dtype=dtype)
     bias[..., tokens:] = torch.finfo(dtype).min
     return bias

@@ -26,7 +26,6 @@ from typing import Any
 import torch
 
 LOG = logging.getLogger(__name__)
-CHOICES = ("off", "inductor")
 WARM_UP_LENGTHS = ([8], [8, 8], [8, 5])  # rows of token counts: each shape class dynamo specializes
 
 
