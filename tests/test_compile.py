@@ -11,7 +11,7 @@ import pytest
 import torch
 from reference import TEXTS
 
-from bge_m3_triton.core import compiling
+from bge_m3_triton.core import compiling, devices
 from bge_m3_triton.core.cross_encoder import CrossEncoder
 from bge_m3_triton.core.m3 import M3Model
 from bge_m3_triton.core.settings import ModelSettings
@@ -46,9 +46,55 @@ def test_compiled_cross_encoder_scores_as_eager(reranker_checkpoint: Path) -> No
 
 
 def test_compile_is_refused_where_it_does_not_run(caplog: pytest.LogCaptureFixture) -> None:
-    cpu = torch.device("cpu")
-    assert compiling.wanted("inductor", cpu, "bfloat16") and not compiling.wanted("off", cpu, "bfloat16")
+    cpu, bf16 = torch.device("cpu"), torch.bfloat16
+    assert compiling.wanted("inductor", cpu, "bfloat16", bf16) and not compiling.wanted("off", cpu, "bfloat16", bf16)
     with caplog.at_level(logging.WARNING):
-        assert not compiling.wanted("inductor", cpu, "int8")
-        assert not compiling.wanted("inductor", torch.device("cuda", 0), "auto")
+        assert not compiling.wanted("inductor", cpu, "int8", torch.float32)
+        assert not compiling.wanted("inductor", torch.device("cuda", 0), "auto", bf16)
     assert "running eager" in caplog.text
+
+
+def test_compile_auto_takes_inductor_for_bf16_with_amx_and_a_compiler(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """`auto` compiles bf16 on CPUs whose oneDNN uses AMX, where there is a C++ compiler; else eager, and
+    without a compiler it says so in the log."""
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(devices, "cpu_uses_amx", lambda: True)
+    monkeypatch.setattr(compiling, "cpp_compiler", lambda: "g++")
+    assert compiling.wanted("auto", cpu, "auto", torch.bfloat16)
+    assert compiling.wanted("auto", cpu, "bfloat16", torch.bfloat16)
+    assert not compiling.wanted("auto", cpu, "float32", torch.float32)
+    assert not compiling.wanted("auto", cpu, "int8", torch.float32)
+    assert not compiling.wanted("auto", torch.device("cuda", 0), "auto", torch.bfloat16)
+    monkeypatch.setattr(devices, "cpu_uses_amx", lambda: False)
+    assert not compiling.wanted("auto", cpu, "bfloat16", torch.bfloat16)
+    monkeypatch.setattr(devices, "cpu_uses_amx", lambda: True)
+    monkeypatch.setattr(compiling, "cpp_compiler", lambda: None)
+    with caplog.at_level(logging.INFO, logger=compiling.LOG.name):
+        assert not compiling.wanted("auto", cpu, "bfloat16", torch.bfloat16)
+    assert "no C++ compiler" in caplog.text
+
+
+def test_cpp_compiler_is_found_or_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe answers None rather than raising where `CXX` names no compiler (inductor's search is
+    cached per process, so this asks with a fresh cache)."""
+    from torch._inductor import cpp_builder
+
+    monkeypatch.setattr(cpp_builder.config.cpp, "cxx", ("/nonexistent/c++",))
+    cpp_builder.cpp_compiler_search.cache_clear()
+    try:
+        assert compiling.cpp_compiler() is None
+    finally:
+        cpp_builder.cpp_compiler_search.cache_clear()
+
+
+def test_amx_is_not_in_use_under_an_isa_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ONEDNN_MAX_CPU_ISA` below AMX makes oneDNN compute as on a CPU without it, and `auto` follows."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    for cap, uses in (("", True), ("ALL", True), ("AVX512_CORE_AMX", True), ("avx512_core_bf16", False),
+                      ("AVX2", False)):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert devices.cpu_uses_amx() is uses, cap
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert not devices.cpu_uses_amx()

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from bge_m3_triton.core import devices
+
 NAME = "bge_m3_onednn_graph"  # registered with transformers' attention and mask interfaces
 MIN_TOKENS, MAX_TOKENS = 64, 2048
 _LOCK = threading.RLock()
@@ -34,14 +36,7 @@ def wanted(setting: str, device: torch.device, dtype: torch.dtype) -> bool:
     the 6-layer model ran 0.93x with the fused attention on a Sapphire Rapids-class Xeon)."""
     if device.type != "cpu" or setting == "sdpa":
         return False
-    return setting == "onednn-graph" or (dtype == torch.bfloat16 and not _has_amx())
-
-
-def _has_amx() -> bool:
-    try:
-        return bool(torch.cpu._is_amx_tile_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return setting == "onednn-graph" or (dtype == torch.bfloat16 and not devices.cpu_uses_amx())
 
 
 def bucket(tokens: int) -> int:

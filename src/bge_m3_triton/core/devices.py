@@ -40,6 +40,19 @@ def runtime_bf16_supported() -> bool:
         return False
 
 
+def cpu_uses_amx() -> bool:
+    """True when oneDNN may run bf16 matmuls on AMX tiles: torch finds them usable on this CPU and OS, and
+    `ONEDNN_MAX_CPU_ISA` (or `DNNL_MAX_CPU_ISA`) does not cap oneDNN below AMX (`AVX512_CORE_BF16` makes a
+    Sapphire Rapids compute as an AVX-512 bf16 CPU without AMX, such as AMD's Zen 4 and Zen 5)."""
+    try:
+        if not torch.cpu._is_amx_tile_supported():
+            return False
+    except (AttributeError, RuntimeError):
+        return False
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    return cap in ("", "ALL", "DEFAULT") or "AMX" in cap
+
+
 def resolve_device(name: str) -> torch.device:
     """`cpu`, `cuda` or `cuda:N`; a CUDA device that is not there is an error that says so."""
     device = torch.device("cuda:0" if name == "cuda" else name)

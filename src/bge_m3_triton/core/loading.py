@@ -45,7 +45,7 @@ def load_pretrained(settings: ModelSettings, auto_class: Any, what: str, require
         raise checkpoint.CheckpointError(f"could not load the {what} from {folder.name!r}: "
                                          f"{type(exc).__name__}: {exc}") from None
     model = model.to(device).eval()
-    compile_it = compiling.wanted(settings.compile, device, settings.dtype)
+    compile_it = compiling.wanted(settings.compile, device, settings.dtype, dtype)
     if attention.wanted(settings.attention, device, dtype) and not compile_it:  # TorchScript inside inductor: no
         _use_fused_attention(model, dtype)
     if settings.dtype == "int8":

@@ -89,9 +89,10 @@ SETTINGS: tuple[Setting, ...] = (
             "onednn-graph for bf16 on CPUs without AMX (passages 1.04-1.07x, 1,500-token texts 1.23x on an AMD EPYC), "
             "else sdpa (with AMX, onednn-graph ran 0.93x)", ("BGE_M3_ATTENTION",), models=_W,
             choices=("auto", "sdpa", "onednn-graph")),
-    Setting("compile", str, "off", "inductor: torch.compile the model at start (CPU, not int8; 25-80 s; 1.09-1.15x "
-            "through Triton in bf16 with AMX; a second copy of the Linear weights per instance)", ("BGE_M3_COMPILE",),
-            models=_W, choices=("off", "inductor")),
+    Setting("compile", str, "auto", "torch.compile the model at start with inductor (CPU, not int8; 30-80 s at "
+            "start, a second copy of the Linear weights per instance); auto: inductor for bf16 on CPUs with AMX "
+            "where g++ is on PATH (1.1-1.2x passages, lone queries ~1.5x faster), else off",
+            ("BGE_M3_COMPILE",), models=_W, choices=("auto", "off", "inductor")),
     Setting("device", str, "cpu", "cpu, cuda (every GPU) or cuda:N", ("GPU_DEVICE", "BGE_M3_DEVICE"),
             lands=INSTANCE_KIND, models=_W),
     Setting("instances", int, 1, "model instances (processes); each batches continuously on its own forward "
