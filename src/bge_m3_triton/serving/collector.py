@@ -235,7 +235,10 @@ class Collector(Generic[Job, Prepared, Result]):
                             else self.executor.response(self.stages.pack(item.prepared, result)))
             except Exception as exc:
                 response = self.executor.internal_error(exc)
-            sends.append(self._senders.submit(self._send, item.sender, response))
+            if len(live) == 1:  # a lone response goes from this thread: no hop to a sender thread
+                self._send(item.sender, response)
+            else:
+                sends.append(self._senders.submit(self._send, item.sender, response))
         concurrent.futures.wait(sends)  # the batch counts as answered when every response is out
         self._finished(batch, computed)
         self._metrics.count(len(live), sum(item.texts for item in live), computed - started,
