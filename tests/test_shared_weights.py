@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bge_m3_triton.core import shared_weights
 from bge_m3_triton.core.cross_encoder import CrossEncoder
 from bge_m3_triton.core.m3 import M3Model
 from bge_m3_triton.core.settings import ModelSettings
@@ -99,3 +100,35 @@ def test_instances_loading_at_once_map_the_same_file(tmp_path: Path) -> None:
     file = str(tmp_path / "concurrent.pt")
     assert mapped[0] == mapped[1] == file  # not "(deleted)": nobody replaced a file another had mapped
     assert os.path.isfile(file)
+
+
+def _resident_kib(path: Path) -> int:
+    """This process's resident KiB of the mappings of `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5 and ":" in fields[3]:  # a mapping's header line
+            inside = len(fields) >= 6 and fields[5] == str(path.resolve())
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+def test_released_pages_fault_back_with_the_same_weights(
+        m3_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`release_pages` (run after compiling, whose graphs keep their own packed copy) drops the resident
+    pages of the mapped file and nothing else: an eager model reading them again gets the same numbers."""
+    monkeypatch.setenv("BGE_M3_SHARED_WEIGHTS_DIR", str(tmp_path))
+    model = M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype="float32", device="cpu", compile="off"))
+    (path,) = tmp_path.glob("*.pt")
+    before = model.encode(TEXTS, [64, 64])
+    resident = _resident_kib(path)
+    assert resident > 0
+    released = shared_weights.release_pages(path)
+    assert released >= resident * 1024
+    assert _resident_kib(path) < resident
+    for got, want in zip(model.encode(TEXTS, [64, 64]), before):
+        np.testing.assert_array_equal(got.dense, want.dense)
+        np.testing.assert_array_equal(got.colbert, want.colbert)
+        np.testing.assert_array_equal(got.sparse_weights, want.sparse_weights)
+    assert shared_weights.release_pages(tmp_path / "not-mapped.pt") == 0

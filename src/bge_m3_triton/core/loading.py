@@ -48,13 +48,17 @@ def load_pretrained(settings: ModelSettings, auto_class: Any, what: str, require
     compile_it = compiling.wanted(settings.compile, device, settings.dtype, dtype)
     if attention.wanted(settings.attention, device, dtype) and not compile_it:  # TorchScript inside inductor: no
         _use_fused_attention(model, dtype)
+    mapped = None
     if settings.dtype == "int8":
         model = devices.quantize_int8(model)
     elif device.type == "cpu" and settings.share_weights == "on":
         key = shared_weights.weights_key([weights_file, folder / "config.json"], dtype, auto_class.__name__)
-        shared_weights.share_weights(model, key)
+        mapped = shared_weights.share_weights(model, key)
     if compile_it:
         model = compiling.compile_model(model)
+        if mapped is not None:  # its graphs run on their own packed copy: the module's pages can go
+            LOG.info("released %.0f MiB of mapped weights (pages a compiled graph reads fault back in)",
+                     shared_weights.release_pages(mapped) / 2**20)
     budget = devices.batch_token_budget(settings.max_batch_tokens, device, dtype)
     LOG.info("loaded %s %s on %s as %s with %s attention%s, sub-batches of up to %d padded tokens", what,
              settings.model, device, settings.dtype if settings.dtype == "int8" else dtype,

@@ -63,3 +63,27 @@ def share_weights(model: torch.nn.Module, key: str, folder: Path | None = None) 
     model.load_state_dict(state, assign=True)
     LOG.info("weights mapped from %s (shared between the instances)", path)
     return path
+
+
+def release_pages(path: Path) -> int:
+    """Drop this process's resident pages of the mapped weights `path` (`madvise(MADV_DONTNEED)` on each
+    of its mappings); returns the bytes they spanned. The mappings stay: a page read again faults back
+    in from the page cache or the file, with the same bytes, as the weights are never written. For a
+    compiled model, whose graphs hold their own packed copy of the Linear weights and touch only the
+    embedding rows they look up. Linux only; elsewhere it does nothing."""
+    import ctypes
+
+    try:
+        maps = Path("/proc/self/maps").read_text(encoding="utf-8").splitlines()
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return 0
+    target, released = str(path.resolve()), 0
+    for line in maps:
+        fields = line.split(maxsplit=5)
+        if len(fields) < 6 or fields[5] != target:
+            continue
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        if madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 4) == 0:  # 4: MADV_DONTNEED
+            released += end - start
+    return released
