@@ -89,7 +89,7 @@ SETTINGS: tuple[Setting, ...] = (
             "onednn-graph for bf16 on CPUs without AMX (passages 1.04-1.07x, 1,500-token texts 1.23x on an AMD EPYC), "
             "else sdpa (with AMX, onednn-graph ran 0.93x)", ("BGE_M3_ATTENTION",), models=_W,
             choices=("auto", "sdpa", "onednn-graph")),
-    Setting("compile", str, "auto", "torch.compile the model at start with inductor (CPU, not int8; 30-80 s at "
+    Setting("compile", str, "auto", "torch.compile the model at start with inductor (CPU, not int8; 25-80 s at "
             "start, a second copy of the Linear weights per instance); auto: inductor for bf16 on CPUs with AMX "
             "where g++ is on PATH (1.1-1.2x passages, lone queries ~1.5x faster), else off",
             ("BGE_M3_COMPILE",), models=_W, choices=("auto", "off", "inductor")),
