@@ -77,8 +77,8 @@ def measure(config: dict[str, int], dtype_name: str, threads: int, seconds: floa
     from bge_m3_triton.core.allocator import keep_freed_memory
     from bge_m3_triton.core.devices import configure_threads, quantize_int8, resolve_dtype
 
-    dtype = resolve_dtype(dtype_name, torch.device("cpu"))
     configure_threads(threads)
+    dtype = resolve_dtype(dtype_name, torch.device("cpu"))  # as the server: `auto` times both on these threads
     keep_freed_memory()  # as the server runs: outputs reuse freed memory instead of faulting it in
     measured: dict[tuple[str, int], list[float]] = {}
     flops = {}

@@ -38,9 +38,15 @@ def cpu_flags() -> str:
     return f"family {fields.get('cpu family', '?')} model {fields.get('model', '?')}; {', '.join(shown) or 'no AVX2'}"
 
 
+ISA_CAPS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+
+
 def machine() -> str:
-    """`N cores, CPU model (family, model, flags)`, for every table's header."""
-    return f"{os.cpu_count()} cores, {cpu_model()} ({cpu_flags()})"
+    """`N cores, CPU model (family, model, flags)` and any instruction-set cap in force, for every table's
+    header (under `ONEDNN_MAX_CPU_ISA=AVX2` the flags still list AVX-512 and AMX)."""
+    caps = [f"{name}={os.environ[name]}" for name in ISA_CAPS if os.environ.get(name)]
+    capped = f"; capped by {' '.join(caps)}" if caps else ""
+    return f"{os.cpu_count()} cores, {cpu_model()} ({cpu_flags()}){capped}"
 
 
 def benchmark_checkpoint(preset: str) -> Path:

@@ -1,6 +1,6 @@
 """The model core alone (no Triton): throughput by token budget and sub-batch size, and where the time goes.
 
-    .venv/bin/python perf/core_sweep.py [--preset small] [--dtype auto]
+    .venv/bin/python perf/core_sweep.py [--preset small] [--dtype auto] [--compile auto]
 
 For 64 passages (~256 tokens) and 64 queries (~16 tokens), all three outputs, in one `encode` call:
 texts/s and share of the matmul ceiling for each padded-token budget (`max_batch_tokens`), and with
@@ -54,6 +54,7 @@ def kind_of(name: str) -> str:
 def main() -> int:
     options = parser(__doc__)
     options.add_argument("--dtype", default="auto")
+    options.add_argument("--compile", default="auto", choices=("auto", "off", "inductor"))
     options.add_argument("--budgets", default="1024,2048,4096,8192")
     options.add_argument("--rounds", type=int, default=5)
     args = options.parse_args()
@@ -74,9 +75,11 @@ def main() -> int:
               for name, texts in (("passages", passages), ("queries", queries))}
 
     def load(**overrides: Any) -> Any:
-        return M3Model.load(ModelSettings(model=str(checkpoint), dtype=args.dtype, device="cpu", **overrides))
+        return M3Model.load(ModelSettings(model=str(checkpoint), dtype=args.dtype, device="cpu",
+                                         compile=args.compile, **overrides))
 
     probe = load()
+    compiled = hasattr(probe.encoder, "_orig_mod")  # torch.compile wraps the module
     ceiling = for_checkpoint(checkpoint, args.dtype, torch.get_num_threads())
     settings: list[tuple[str, dict[str, int]]] = [(f"budget {int(b):,} tokens", {"max_batch_tokens": int(b)})
                                                    for b in args.budgets.split(",")]
@@ -114,6 +117,7 @@ def main() -> int:
     text = "\n".join([
         f"# model core sweep {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "",
         f"Machine: {machine()}; preset `{args.preset}`, dtype `{args.dtype}` (runs {ceiling.dtype}), "
+        f"compile `{args.compile}` ({'inductor' if compiled else 'eager'}), "
         f"{torch.get_num_threads()} torch threads; 64 passages (~{tokens['passages']:.0f} tokens) and 64 queries "
         f"(~{tokens['queries']:.0f} tokens), all three outputs, one `encode` call each, medians of "
         f"{args.rounds} rounds.", "",

@@ -140,6 +140,24 @@ def test_auto_dtype_asks_the_runtime_not_only_the_cpu_flags(monkeypatch: pytest.
     assert devices.resolve_dtype("auto", torch.device("cpu")) == torch.float32
 
 
+def test_auto_dtype_takes_bf16_only_where_it_multiplies_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Native bf16 that multiplies slower than fp32 (a Sapphire Rapids without AMX enabled: ~0.7x) stays fp32;
+    the probe itself times real matmuls and reports both rates."""
+    import torch
+
+    from bge_m3_triton.core import devices
+
+    monkeypatch.setattr(devices, "cpu_has_fast_bf16", lambda cpuinfo=None: True)
+    for speedup, expected in ((0.7, torch.float32), (1.2, torch.float32), (2.0, torch.bfloat16),
+                              (7.0, torch.bfloat16)):
+        monkeypatch.setattr(devices, "_bf16_speedup", lambda threads, s=speedup: (s, (300.0, 300.0 * s)))
+        assert devices.resolve_dtype("auto", torch.device("cpu")) == expected, speedup
+        assert devices.resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16  # asked for: no probe
+    monkeypatch.undo()
+    speedup, (fp32, bf16) = devices._bf16_speedup(torch.get_num_threads())
+    assert fp32 > 1 and bf16 > 0 and speedup == pytest.approx(bf16 / fp32)
+
+
 def test_runtime_bf16_check_follows_the_isa_cap() -> None:
     """Under the AVX2 cap torch itself reports no native bf16 (a fresh process reads the variable)."""
     import os

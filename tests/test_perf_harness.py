@@ -7,6 +7,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "perf"))
 spec = importlib.util.spec_from_file_location("perf_run", REPO / "perf" / "run.py")
@@ -60,3 +62,14 @@ def test_the_int8_ceiling_times_the_quantized_kernel() -> None:
     measured = ceiling.measure({"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}, "int8", 1,
                                seconds=0.05)
     assert measured.dtype == "int8 (dynamic, FFN output fp32)" and measured.gflops > 0
+
+
+def test_every_table_names_an_instruction_set_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a cap /proc/cpuinfo still lists AVX-512 and AMX: the header must say what torch was allowed."""
+    import common
+
+    for name in common.ISA_CAPS:
+        monkeypatch.delenv(name, raising=False)
+    assert "capped" not in common.machine()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert common.machine().endswith("; capped by ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16")

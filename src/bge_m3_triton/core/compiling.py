@@ -5,10 +5,10 @@ Why: with AMX, torch's bf16 Linear runs at ~3 TFLOP/s on two cores, so the work 
 that work into generated C++ loops and, with its weights frozen, keeps the Linear weights prepacked
 in oneDNN's layout: through Triton on a Sapphire Rapids-class Xeon, 16 concurrent passages 1.12-1.15x and
 a lone query ~1.5x faster (README: Performance). So `auto` (the default) takes it for bf16 where oneDNN uses
-AMX and a C++ compiler is on PATH, and nowhere else (not measured without AMX). What it costs: 25-80 s per
-model at start, and inductor's packed copy of the Linear weights per instance (not shared between
-instances; the loader then drops the mapped originals' resident pages), and the numbers move by bf16
-rounding (dense cosine 0.99995 against eager).
+AMX and a C++ compiler is on PATH, and nowhere else (fp32 under the AVX2 cap gained nothing; bf16 without
+AMX is not measured on real silicon). What it costs: 25-80 s per model at start, and inductor's packed
+copy of the Linear weights per instance (not shared between instances; the loader then drops the mapped
+originals' resident pages), and the numbers move by bf16 rounding (dense cosine 0.99995 against eager).
 
 How: `dynamic=True`, so one graph serves every (rows, tokens) shape; compiled before the first request by
 running the model on a one-row batch, a two-row batch and a padded two-row batch (dynamo specializes

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+import time
 from pathlib import Path
 
 import torch
 
+LOG = logging.getLogger(__name__)
+BF16_MIN_SPEEDUP = 1.25  # bf16 must multiply this much faster than fp32 here for `auto` to take it
+_PROBE_SHAPE = (512, 1024, 1024)  # rows, in, out: a sub-batch through a BGE-M3-wide Linear layer
+_REPORTED: set[tuple[float, float]] = set()  # measurements already logged (each model of a process asks)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
            "int8": torch.float32}  # int8: fp32 weights whose Linear layers are then quantized (CPU only)
 
@@ -42,8 +49,8 @@ def runtime_bf16_supported() -> bool:
 
 def cpu_uses_amx() -> bool:
     """True when oneDNN may run bf16 matmuls on AMX tiles: torch finds them usable on this CPU and OS, and
-    `ONEDNN_MAX_CPU_ISA` (or `DNNL_MAX_CPU_ISA`) does not cap oneDNN below AMX (`AVX512_CORE_BF16` makes a
-    Sapphire Rapids compute as an AVX-512 bf16 CPU without AMX, such as AMD's Zen 4 and Zen 5)."""
+    `ONEDNN_MAX_CPU_ISA` (or `DNNL_MAX_CPU_ISA`) does not cap oneDNN below AMX (`AVX512_CORE_BF16` leaves a
+    Sapphire Rapids on the AVX512-BF16 kernels AMD's Zen 4 and Zen 5 run, though at its own, lower rates)."""
     try:
         if not torch.cpu._is_amx_tile_supported():
             return False
@@ -51,6 +58,47 @@ def cpu_uses_amx() -> bool:
         return False
     cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
     return cap in ("", "ALL", "DEFAULT") or "AMX" in cap
+
+
+def bf16_pays_off() -> bool:
+    """Whether bf16 matmuls run at least `BF16_MIN_SPEEDUP` times faster than fp32 on this CPU, measured.
+
+    A CPU can have native bf16 and still multiply it slower than fp32: a Sapphire Rapids whose kernel or
+    hypervisor does not enable AMX (Linux before 5.16, e.g. Ubuntu 22.04's 5.15) leaves oneDNN on its
+    AVX512-BF16 kernels, measured at 0.62-0.80x of fp32 (~220 against ~310-350 GFLOP/s on two cores),
+    while AMX runs 7x fp32 and an AMD Zen 4 about 2x."""
+    speedup, rates = _bf16_speedup(torch.get_num_threads())
+    if rates in _REPORTED:
+        return speedup >= BF16_MIN_SPEEDUP
+    _REPORTED.add(rates)
+    if speedup < BF16_MIN_SPEEDUP:
+        LOG.warning("dtype auto: bf16 matmuls run at %.0f GFLOP/s here against fp32's %.0f (%.2fx), so fp32; "
+                    "--dtype bfloat16 takes bf16 anyway (half the weight memory, faster lone queries)",
+                    rates[1], rates[0], speedup)
+    else:
+        LOG.info("dtype auto: bf16 matmuls %.1fx fp32's rate here (%.0f against %.0f GFLOP/s)", speedup,
+                 rates[1], rates[0])
+    return speedup >= BF16_MIN_SPEEDUP
+
+
+@functools.cache
+def _bf16_speedup(threads: int) -> tuple[float, tuple[float, float]]:
+    """bf16's matmul rate over fp32's at `_PROBE_SHAPE` (best of five after two warm-ups, ~50 ms)."""
+    rows, width, out = _PROBE_SHAPE
+    generator = torch.Generator().manual_seed(0)
+    rates = []
+    for dtype in (torch.float32, torch.bfloat16):
+        inputs = torch.randn(rows, width, generator=generator).to(dtype)
+        weight = torch.randn(out, width, generator=generator).to(dtype)
+        best = float("inf")
+        with torch.inference_mode():
+            for attempt in range(7):
+                start = time.perf_counter()
+                torch.nn.functional.linear(inputs, weight)
+                if attempt >= 2:
+                    best = min(best, time.perf_counter() - start)
+        rates.append(2 * rows * width * out / best / 1e9)
+    return rates[1] / rates[0], (rates[0], rates[1])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -66,14 +114,15 @@ def resolve_device(name: str) -> torch.device:
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """The dtype weights load in. `auto` is bf16 on CUDA (fp16 where the GPU lacks bf16) and on CPUs with
-    native bf16, else fp32; `int8` loads fp32 (its Linear layers are quantized after loading, on CPU)."""
+    native bf16 that multiply it faster than fp32 (timed once per process), else fp32; `int8` loads fp32
+    (its Linear layers are quantized after loading, on CPU)."""
     if name == "int8" and device.type != "cpu":
         raise ValueError("dtype int8 (dynamic int8 Linear layers) runs on CPU only; use bfloat16 or float16 on GPUs")
     if name != "auto":
         return _DTYPES[name]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    return torch.bfloat16 if cpu_has_fast_bf16() and bf16_pays_off() else torch.float32
 
 
 def batch_token_budget(requested: int, device: torch.device, dtype: torch.dtype) -> int:

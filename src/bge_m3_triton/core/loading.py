@@ -35,10 +35,10 @@ def load_pretrained(settings: ModelSettings, auto_class: Any, what: str, require
     folder = checkpoint.resolve_checkpoint(settings.model, settings.revision, required=tuple(required))
     weights_file = checkpoint.encoder_weights_file(folder)
     device = devices.resolve_device("cpu" if settings.device == "auto" else settings.device)
-    dtype = devices.resolve_dtype(settings.dtype, device)
     if device.type == "cpu":
-        devices.configure_threads(settings.torch_threads)
+        devices.configure_threads(settings.torch_threads)  # first: `dtype auto` times matmuls on these threads
         allocator.keep_freed_memory()
+    dtype = devices.resolve_dtype(settings.dtype, device)
     try:
         model = auto_class.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
     except Exception as exc:
