@@ -83,22 +83,23 @@ def bf16_pays_off() -> bool:
 
 @functools.cache
 def _bf16_speedup(threads: int) -> tuple[float, tuple[float, float]]:
-    """bf16's matmul rate over fp32's at `_PROBE_SHAPE` (best of five after two warm-ups, ~50 ms)."""
+    """bf16's matmul rate over fp32's at `_PROBE_SHAPE`: the dtypes take turns, two warm-ups then the best of
+    five each (~50 ms), so a model loading beside this one slows both alike."""
     rows, width, out = _PROBE_SHAPE
     generator = torch.Generator().manual_seed(0)
-    rates = []
-    for dtype in (torch.float32, torch.bfloat16):
-        inputs = torch.randn(rows, width, generator=generator).to(dtype)
-        weight = torch.randn(out, width, generator=generator).to(dtype)
-        best = float("inf")
-        with torch.inference_mode():
-            for attempt in range(7):
+    inputs = torch.randn(rows, width, generator=generator)
+    weight = torch.randn(out, width, generator=generator)
+    pairs = {dtype: (inputs.to(dtype), weight.to(dtype)) for dtype in (torch.float32, torch.bfloat16)}
+    best = dict.fromkeys(pairs, float("inf"))
+    with torch.inference_mode():
+        for attempt in range(7):
+            for dtype, (x, w) in pairs.items():
                 start = time.perf_counter()
-                torch.nn.functional.linear(inputs, weight)
+                torch.nn.functional.linear(x, w)
                 if attempt >= 2:
-                    best = min(best, time.perf_counter() - start)
-        rates.append(2 * rows * width * out / best / 1e9)
-    return rates[1] / rates[0], (rates[0], rates[1])
+                    best[dtype] = min(best[dtype], time.perf_counter() - start)
+    fp32, bf16 = (2 * rows * width * out / best[dtype] / 1e9 for dtype in pairs)
+    return bf16 / fp32, (fp32, bf16)
 
 
 def resolve_device(name: str) -> torch.device:
