@@ -4,11 +4,11 @@
     .venv/bin/python perf/latency.py [--preset small] [--window-ms 20000] [--compare "NAME=SERVE FLAGS"]
                                      [--defaults-only]
 
-The lone-query rows alternate blocks of 20 sequential queries served (gRPC, HTTP) and run through the
-model core in this process (`M3Model.encode`, tokenizing included), so the VM's drift hits both sides
-alike; the ratio is of the medians of all blocks. perf_analyzer keeps the last three stable windows,
-so a 20 s window measures each row over at least 60 s. Passages at concurrency 16 show what the delay
-does to throughput.
+The lone-query rows alternate blocks of 20 sequential queries served (gRPC then HTTP, HTTP then gRPC in
+the next round) and run through the model core in this process (`M3Model.encode`, tokenizing included),
+so the VM's drift hits both sides alike; the ratio is of the medians of all blocks. perf_analyzer keeps
+the last three stable windows, so a 20 s window measures each row over at least 60 s. Passages at
+concurrency 16 show what the delay does to throughput.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def lone_query_rows(label: str, server: Any, model: Any, queries: list[str]) -> 
         timed(lambda text: model.encode([text], [512]), queries[:5])
         for round_ in range(ROUNDS):
             block = queries[(round_ * BLOCK) % len(queries):][:BLOCK]
-            for name, call in calls.items():
-                served[name] += timed(call, block)
+            for name in sorted(calls, reverse=bool(round_ % 2)):  # each protocol in turn right after the core
+                served[name] += timed(calls[name], block)
             core += timed(lambda text: model.encode([text], [512]), block)
     finally:
         for client in clients.values():
