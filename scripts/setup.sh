@@ -30,7 +30,8 @@ apt_install() {  # as root, else through sudo ($SUDO: "sudo -n" never asks for a
 }
 if [ "${#packages[@]}" -gt 0 ]; then
   apt_install "${packages[@]}"
-elif grep -qw amx_tile /proc/cpuinfo 2>/dev/null && ! command -v g++ >/dev/null; then
-  # serving with AMX: best effort, as serving runs eager without it (README: CPU defaults, --compile).
+elif grep -qw amx_tile /proc/cpuinfo 2>/dev/null && ! command -v "${CXX:-g++}" >/dev/null && ! command -v g++ >/dev/null; then
+  # serving with AMX: best effort, as serving runs eager without it (README: CPU defaults, --compile);
+  # inductor builds with $CXX where it is set, else g++.
   SUDO="sudo -n" apt_install g++ 2>/dev/null || echo "setup: could not install g++; --compile auto will run the model eager" >&2
 fi
