@@ -13,7 +13,6 @@ import torch
 LOG = logging.getLogger(__name__)
 BF16_MIN_SPEEDUP = 1.25  # bf16 must multiply this much faster than fp32 here for `auto` to take it
 _PROBE_SHAPE = (512, 1024, 1024)  # rows, in, out: a sub-batch through a BGE-M3-wide Linear layer
-_REPORTED: set[tuple[float, float]] = set()  # measurements already logged (each model of a process asks)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
            "int8": torch.float32}  # int8: fp32 weights whose Linear layers are then quantized (CPU only)
 
@@ -67,24 +66,13 @@ def bf16_pays_off() -> bool:
     hypervisor does not enable AMX (Linux before 5.16, e.g. Ubuntu 22.04's 5.15) leaves oneDNN on its
     AVX512-BF16 kernels, measured at 0.62-0.80x of fp32 (~220 against ~310-350 GFLOP/s on two cores),
     while AMX runs 7x fp32 and an AMD Zen 4 about 2x."""
-    speedup, rates = _bf16_speedup(torch.get_num_threads())
-    if rates in _REPORTED:
-        return speedup >= BF16_MIN_SPEEDUP
-    _REPORTED.add(rates)
-    if speedup < BF16_MIN_SPEEDUP:
-        LOG.warning("dtype auto: bf16 matmuls run at %.0f GFLOP/s here against fp32's %.0f (%.2fx), so fp32; "
-                    "--dtype bfloat16 takes bf16 anyway (half the weight memory, faster lone queries)",
-                    rates[1], rates[0], speedup)
-    else:
-        LOG.info("dtype auto: bf16 matmuls %.1fx fp32's rate here (%.0f against %.0f GFLOP/s)", speedup,
-                 rates[1], rates[0])
-    return speedup >= BF16_MIN_SPEEDUP
+    return _bf16_speedup(torch.get_num_threads())[0] >= BF16_MIN_SPEEDUP
 
 
 @functools.cache
 def _bf16_speedup(threads: int) -> tuple[float, tuple[float, float]]:
     """bf16's matmul rate over fp32's at `_PROBE_SHAPE`: the dtypes take turns, two warm-ups then the best of
-    five each (~50 ms), so a model loading beside this one slows both alike."""
+    five each (~50 ms), so a model loading beside this one slows both alike; logged once, as it is cached."""
     rows, width, out = _PROBE_SHAPE
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randn(rows, width, generator=generator)
@@ -99,6 +87,13 @@ def _bf16_speedup(threads: int) -> tuple[float, tuple[float, float]]:
                 if attempt >= 2:
                     best[dtype] = min(best[dtype], time.perf_counter() - start)
     fp32, bf16 = (2 * rows * width * out / best[dtype] / 1e9 for dtype in pairs)
+    if bf16 < BF16_MIN_SPEEDUP * fp32:
+        LOG.warning("dtype auto: bf16 matmuls run at %.0f GFLOP/s here against fp32's %.0f (%.2fx), so fp32; "
+                    "--dtype bfloat16 takes bf16 anyway (half the weight memory, faster lone queries)",
+                    bf16, fp32, bf16 / fp32)
+    else:
+        LOG.info("dtype auto: bf16 matmuls %.1fx fp32's rate here (%.0f against %.0f GFLOP/s)", bf16 / fp32,
+                 bf16, fp32)
     return bf16 / fp32, (fp32, bf16)
 
 
