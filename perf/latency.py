@@ -24,6 +24,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import noise  # noqa: E402
 from common import benchmark_checkpoint, embed_server, machine, parser, publish, work_folder  # noqa: E402
 from corpus import make_texts  # noqa: E402
 from run import perf_analyzer_env, run_perf_analyzer, workloads  # noqa: E402
@@ -31,8 +32,8 @@ from run import perf_analyzer_env, run_perf_analyzer, workloads  # noqa: E402
 BLOCK, ROUNDS = 20, 6
 
 
-def lone_query_rows(label: str, server: Any, model: Any, queries: list[str]) -> list[str]:
-    """Served vs core medians of one query at a time, in alternating blocks."""
+def lone_query_rows(label: str, server: Any, model: Any, queries: list[str]) -> tuple[list[str], float]:
+    """Served vs core medians of one query at a time, in alternating blocks; and the core's median, ms."""
     from bge_m3_client import BGEM3Client
 
     def timed(call: Any, texts: list[str]) -> list[float]:
@@ -63,7 +64,7 @@ def lone_query_rows(label: str, server: Any, model: Any, queries: list[str]) -> 
     bare = statistics.median(core)
     return [f"| {label} | {name} | {statistics.median(times):.1f} | {bare:.1f} | "
             f"{statistics.median(times) / bare:.2f} | {statistics.quantiles(times, n=100)[98]:.1f} |"
-            for name, times in served.items()]
+            for name, times in served.items()], bare
 
 
 def main() -> int:
@@ -73,6 +74,8 @@ def main() -> int:
                          help="another server to measure beside the default")
     options.add_argument("--defaults-only", action="store_true", help="skip the no-delay server")
     args = options.parse_args()
+
+    import torch
 
     from bge_m3_triton.core.devices import configure_threads
     from bge_m3_triton.core.m3 import M3Model
@@ -95,10 +98,13 @@ def main() -> int:
     lines: list[str] = []
     lone: list[str] = []
     memory: list[str] = []
+    bare: list[float] = []
     for label, extra in servers:
         server = embed_server(checkpoint, work, *extra)
         try:
-            lone += lone_query_rows(label, server, model, lone_queries)
+            rows, core_ms = lone_query_rows(label, server, model, lone_queries)
+            lone += rows
+            bare.append(core_ms)
             runs = [dataclasses.replace(queries, concurrency=[1, 8], protocols=(protocol,))
                     for protocol in ("grpc", "http")]
             runs.append(dataclasses.replace(passages, concurrency=[16], protocols=("grpc",)))
@@ -121,6 +127,9 @@ def main() -> int:
                           f"{tree_rss_mib(pid, 'VmHWM'):,.0f} |")
         finally:
             server.stop()
+    target = statistics.median(bare)
+    floor = [noise.measure(target, threads, str(model.dtype).removeprefix("torch."))
+             for threads in sorted({1, torch.get_num_threads()})]
     text = "\n".join([
         f"# single-query latency {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC", "",
         f"Machine: {machine()}; preset `{args.preset}`, dtype auto, one model instance; ~16-token queries and "
@@ -132,6 +141,9 @@ def main() -> int:
         f"perf_analyzer, windows of {args.window_ms // 1000} s (the last three stable ones kept).", "",
         "| server | workload | protocol | concurrency | texts/s | p50 ms | p99 ms | p99 / p50 | queue ms |",
         "|---|---|---|---|---|---|---|---|---|", *lines, "",
+        f"The machine's own tail (`perf/noise.py`, after the servers): Linear layers in the model's dtype, "
+        f"~{target:.0f} ms of them (the core's lone query), timed 600 times:", "", *[f"- {n.line()}" for n in floor],
+        "",
         "Memory of the server's process tree after the runs (Triton and its stub). PSS counts shared pages once.",
         "", "| server | PSS MiB | RSS sum MiB | sum of peaks MiB |", "|---|---|---|---|", *memory])
     publish(text, args.out, f"latency-{args.preset}")

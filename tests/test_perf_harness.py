@@ -73,3 +73,14 @@ def test_every_table_names_an_instruction_set_cap(monkeypatch: pytest.MonkeyPatc
     assert "capped" not in common.machine()
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
     assert common.machine().endswith("; capped by ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16")
+
+
+def test_the_noise_floor_times_fixed_work_and_restores_the_threads() -> None:
+    import noise
+    import torch
+
+    threads = torch.get_num_threads()
+    measured = noise.measure(2.0, 1, "float32", repeats=30)
+    assert torch.get_num_threads() == threads
+    assert measured.threads == 1 and measured.layers >= 1 and 0 < measured.p50 <= measured.p99
+    assert 0 <= measured.slow < 30 and "1 thread (" in measured.line()
