@@ -56,12 +56,12 @@ def fixed_work(target_ms: float, dtype_name: str) -> tuple[Callable[[], None], i
             for _ in range(layers):
                 torch.nn.functional.linear(inputs, weight)
 
-    for _ in range(5):
+    times = []
+    for _ in range(25):  # the median of single runs: a slow stretch during calibration does not set the length
+        start = time.perf_counter()
         run()
-    start = time.perf_counter()
-    for _ in range(10):
-        run()
-    layers = max(1, round(target_ms / ((time.perf_counter() - start) * 100)))
+        times.append(time.perf_counter() - start)
+    layers = max(1, round(target_ms / (statistics.median(times[5:]) * 1000)))
     return run, layers
 
 
