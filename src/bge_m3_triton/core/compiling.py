@@ -14,10 +14,11 @@ How: `dynamic=True`, so one graph serves every (rows, tokens) shape; compiled be
 running the model on a one-row batch, a two-row batch and a padded two-row batch (dynamo specializes
 size-1 dimensions and the padding mask), as the model core calls it (`inference_mode`, `return_dict`).
 Inductor compiles in-process (`compile_threads = 1`): Triton's stub is no plain Python for worker pools.
-Its C++ wrapper (`cpp_wrapper`) calls the kernels from generated C++ instead of a Python function, which
-takes the per-call overhead out of short forward passes: through Triton, a lone query 12.8 against 14.8 ms
-(gRPC) and 12.6 against 14.1 (HTTP) on a Sapphire Rapids-class Xeon with AMX, passages as fast, the same
-numbers and memory, ~7 s more at start.
+Its C++ wrapper (`cpp_wrapper`) calls the kernels from generated C++ instead of a Python function and
+releases the GIL for the whole graph (the Python wrapper holds it through every fused kernel, while the
+stub's other threads want it): through Triton on a Sapphire Rapids-class Xeon with AMX, a lone query on
+the 6-layer model 1.07-1.15x faster (two servers side by side, in both start orders), passages as fast, at
+full size no change in the model core; the same numbers and memory, a few seconds more at start.
 It reads its C++ templates in the locale's encoding, which in a server started without a locale is ASCII:
 the stub's character type locale is switched to C.UTF-8 then.
 """
