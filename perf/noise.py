@@ -43,25 +43,34 @@ class Noise:
                 f"p99 {self.p99:.1f} ms (**{self.p99 / self.p50:.2f}x**), {self.slow} repeats over 1.5x the median")
 
 
+def _timed_ms(run: Callable[[], None], repeats: int) -> list[float]:
+    """Wall time of each of `repeats` calls of `run`, ms."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
 def fixed_work(target_ms: float, dtype_name: str) -> tuple[Callable[[], None], int]:
     """A function running as many Linear layers as take about `target_ms` at the current thread count."""
     import torch
 
     dtype = getattr(torch, dtype_name)
     inputs, weight = torch.randn(ROWS, HIDDEN).to(dtype), torch.randn(FFN, HIDDEN).to(dtype)
-    layers = 1
+
+    def layer() -> None:
+        with torch.inference_mode():
+            torch.nn.functional.linear(inputs, weight)
+
+    # the median of single runs: a slow stretch during calibration does not set the length
+    layers = max(1, round(target_ms / statistics.median(_timed_ms(layer, 25)[5:])))
 
     def run() -> None:
-        with torch.inference_mode():
-            for _ in range(layers):
-                torch.nn.functional.linear(inputs, weight)
+        for _ in range(layers):
+            layer()
 
-    times = []
-    for _ in range(25):  # the median of single runs: a slow stretch during calibration does not set the length
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    layers = max(1, round(target_ms / (statistics.median(times[5:]) * 1000)))
     return run, layers
 
 
@@ -73,11 +82,7 @@ def measure(target_ms: float, threads: int, dtype_name: str = "float32", repeats
     torch.set_num_threads(threads)
     try:
         run, layers = fixed_work(target_ms, dtype_name)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            times.append((time.perf_counter() - start) * 1000)
+        times = _timed_ms(run, repeats)
     finally:
         torch.set_num_threads(before)
     p50 = statistics.median(times)
