@@ -148,3 +148,42 @@ def test_concurrency_modifier_follows_the_request_rate() -> None:
     assert ConcurrencyModifier.from_env({}).maximum == 4
     with pytest.raises(ValueError):
         ConcurrencyModifier(minimum=3, maximum=2)
+
+
+@pytest.mark.parametrize("method", ["encode", "tokenize", "rerank"])
+def test_a_lone_surrogate_is_invalid_input_named_and_never_sent(method: str) -> None:
+    transport = FakeTransport(embed_answer, CONFIGS)
+    client, _ = client_over(transport)
+    texts = ["fine", "cut in the middle of an emoji \ud83d"]
+    call = {"encode": lambda: client.encode(texts), "tokenize": lambda: client.tokenize(texts),
+            "rerank": lambda: client.rerank("query", texts, model=c.RERANK_MODEL)}[method]
+    with pytest.raises(InvalidInputError, match=r"\[1\] is not valid Unicode: .*U\+D83D\) at character 30"):
+        call()
+    assert transport.calls == []
+
+
+def test_a_lone_surrogate_in_a_query_names_the_queries() -> None:
+    client, _ = client_over(FakeTransport(embed_answer, CONFIGS))
+    with pytest.raises(InvalidInputError, match=r"queries\[0\] is not valid Unicode"):
+        client.score("\udfff", ["p"])
+
+
+@pytest.mark.parametrize("value", [2**63, 2**64 + 1, 0, -5, c.MAX_TOKENS + 1, 3.5, True, "512"])
+def test_lengths_out_of_range_are_refused_before_sending(value: Any) -> None:
+    transport = FakeTransport(embed_answer, CONFIGS)
+    client, _ = client_over(transport)
+    with pytest.raises(InvalidInputError, match="max_length must be"):
+        client.encode(["a"], max_length=value)
+    with pytest.raises(InvalidInputError, match="max_passage_length must be"):
+        client.score("q", ["p"], max_passage_length=value)
+    assert transport.calls == []
+
+
+def test_a_failure_building_the_request_is_not_retried() -> None:
+    """tritonclient raises status-less errors while it encodes a request (a parameter out of range):
+    they are no sign of an unreachable server, so they are neither retried nor called unavailable."""
+    transport = FakeTransport(flaky([ValueError("Value out of range: 9223372036854775808")]), CONFIGS)
+    client, sleeps = client_over(transport)
+    with pytest.raises(InvalidInputError, match="could not be built"):
+        client.encode(["a"], return_sparse=False)
+    assert sleeps == [] and len(transport.calls) == 1

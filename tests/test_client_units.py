@@ -70,7 +70,8 @@ def test_decode_splits_flat_outputs() -> None:
     ("StatusCode.DEADLINE_EXCEEDED", "", RequestTimeoutError),
     ("418", "an unexpected status", InferenceError),
     (None, "timed out", RequestTimeoutError),
-    (None, "connection reset", ServerUnavailableError),
+    (None, "Value out of range: 9223372036854775808", InferenceError),  # raised on this side: never retried
+    (None, "connection reset", InferenceError),  # connection failures come as OSError or gRPC UNAVAILABLE
 ])
 def test_error_classification(status: str, message: str, kind: type) -> None:
     assert classify(status, message) is kind

@@ -93,6 +93,9 @@ def test_shared_url_shows_the_apis_numbers(browser: Any, gateway: Gateway, serve
     shown_shared = {int(li.get_attribute("data-token")) for li in card.locator(".shared-list li").all()}
     assert shown_shared == shared_ids(gateway, PASSAGES[0]) and shown_shared
     assert card.locator(".tok.shared").count() >= len(shown_shared)
+    # every character once, though XLM-R gives the lone "▁" before "embedding" the span of its "e"
+    assert card.locator(".heat").text_content() == PASSAGES[0]
+    assert card.locator(".tok.empty").count() >= 1
     badge = tab.page.locator(".card[data-passage='2'] .badge.truncated")
     assert badge.inner_text() == f"truncated at {PASSAGE_LENGTH} tokens"
     assert tab.page.locator(".card[data-passage='2'] .tok.cut").count() > 0

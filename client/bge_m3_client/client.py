@@ -41,9 +41,9 @@ class _Common:
                       max_passage_length: int | None) -> dict[str, Any]:
         params: dict[str, Any] = dict(zip(c.PARAM_WEIGHTS, rq.check_weights(weights)))
         if max_query_length is not None:
-            params[c.PARAM_MAX_QUERY_LENGTH] = int(max_query_length)
+            params[c.PARAM_MAX_QUERY_LENGTH] = rq.length(max_query_length, "max_query_length")
         if max_passage_length is not None:
-            params[c.PARAM_MAX_PASSAGE_LENGTH] = int(max_passage_length)
+            params[c.PARAM_MAX_PASSAGE_LENGTH] = rq.length(max_passage_length, "max_passage_length")
         return params
 
     @staticmethod

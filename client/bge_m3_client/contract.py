@@ -62,6 +62,7 @@ ALWAYS_OUTPUTS = (TOKENS, TRUNCATED)
 TOKENIZATION_OUTPUTS = (TOKEN_IDS, TOKEN_SPANS)
 DEFAULT_OUTPUTS = tuple(name for name in EMBED_OUTPUTS if name not in TOKENIZATION_OUTPUTS)
 
+MAX_TOKENS = 8192  # BGE-M3's (XLM-R's) longest input in tokens: the bound of every length parameter
 PARAM_MODE = "mode"
 PARAM_MAX_LENGTH = "max_length"
 MODES = ("query", "passage")

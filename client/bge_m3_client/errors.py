@@ -57,8 +57,10 @@ def classify(status: str | None, message: str) -> type[BGEM3Error]:
 
     The code decides. The message is read only where one code means two things: Triton answers an
     unknown model with HTTP 400, and gRPC says UNAVAILABLE also when its channel never reached the
-    server. Without a status (the client side gave up), a timeout is `RequestTimeoutError` and
-    anything else means the server could not be reached.
+    server. Without a status the failure happened on this side: a timeout is `RequestTimeoutError`,
+    anything else an `InferenceError` that is not retried (tritonclient raises status-less errors
+    while it builds a request, such as a parameter out of range: sending it again cannot help).
+    Connection failures come as `OSError`s (`transport.to_error`) or as gRPC's UNAVAILABLE.
     """
     code = (status or "").upper().removeprefix("STATUSCODE.")
     lowered = message.lower()
@@ -71,4 +73,4 @@ def classify(status: str | None, message: str) -> type[BGEM3Error]:
         return kind
     if code:
         return InferenceError
-    return RequestTimeoutError if ("timed out" in lowered or "timeout" in lowered) else ServerUnavailableError
+    return RequestTimeoutError if ("timed out" in lowered or "timeout" in lowered) else InferenceError

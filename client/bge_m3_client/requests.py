@@ -66,9 +66,24 @@ def colbert_costs(texts: Sequence[str], max_length: int) -> list[int]:
     return [min(len(text.encode("utf-8")) + 2, max_length or 1 << 62) * COLBERT_BYTES_PER_TOKEN for text in texts]
 
 
-def text_tensor(texts: Sequence[str]) -> np.ndarray:
-    """A BYTES tensor of shape [n, 1]."""
-    return np.array([text.encode("utf-8") for text in texts], dtype=object).reshape(-1, 1)
+def utf8(text: str, where: str) -> bytes:
+    """`text` as UTF-8; `InvalidInputError` naming `where` when it cannot be encoded.
+
+    A Python string may hold a lone surrogate (JSON's `"\\ud83d"`, what a JavaScript client sends after
+    cutting a string in the middle of an emoji), which is no Unicode character and has no UTF-8 form.
+    Every text the clients send passes here, and the gateway checks its fields with it too.
+    """
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(f"{where} is not valid Unicode: it holds a lone surrogate "
+                                f"(U+{ord(text[exc.start]):04X}) at character {exc.start}") from None
+
+
+def text_tensor(texts: Sequence[str], name: str = "texts", first: int = 0) -> np.ndarray:
+    """A BYTES tensor of shape [n, 1]; `texts` are `name[first]`, `name[first + 1]`... in error messages."""
+    return np.array([utf8(text, f"{name}[{first + i}]") for i, text in enumerate(texts)],
+                    dtype=object).reshape(-1, 1)
 
 
 def plan_embed(model: str, texts: Sequence[str], served: c.ServedModel, is_passage: bool, dense: bool,
@@ -101,8 +116,9 @@ def embed_calls(model: str, texts: Sequence[str], ranges: Sequence[Chunk], is_pa
     """One embed call per range of texts."""
     parameters: dict[str, Any] = {c.PARAM_MODE: "passage" if is_passage else "query"}
     if max_length is not None:
-        parameters[c.PARAM_MAX_LENGTH] = int(max_length)
-    return [Call(model, {c.TEXT: text_tensor(texts[a:b])}, list(outputs), dict(parameters)) for a, b in ranges]
+        parameters[c.PARAM_MAX_LENGTH] = length(max_length, "max_length")
+    return [Call(model, {c.TEXT: text_tensor(texts[a:b], first=a)}, list(outputs), dict(parameters))
+            for a, b in ranges]
 
 
 def embed_outputs(dense: bool, sparse: bool, colbert: bool) -> list[str]:
@@ -133,6 +149,18 @@ def decode_tokens(result: dict[str, np.ndarray], count: int) -> list[TokenizedTe
     return decode_tokenized(result, count)
 
 
+def length(value: Any, name: str) -> int:
+    """A token-length argument as sent: an integer from 1 to the model's position limit
+    (`contract.MAX_TOKENS`); `InvalidInputError` otherwise, before anything is sent. (Triton's
+    request parameters are 64-bit: a larger integer fails while the request is built, and the
+    server's own bounds answer the rest.)"""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InvalidInputError(f"{name} must be an integer, got {value!r}")
+    if not 1 <= value <= c.MAX_TOKENS:
+        raise InvalidInputError(f"{name} must be between 1 and {c.MAX_TOKENS}, got {value}")
+    return int(value)
+
+
 def check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
     """The contract's weight rule (`contract.check_weights`), raised as `InvalidInputError`."""
     try:
@@ -144,8 +172,9 @@ def check_weights(weights: Sequence[float]) -> tuple[float, float, float]:
 def pair_calls(model: str, pairs: Sequence[tuple[str, str]], ranges: Sequence[Chunk], outputs: Sequence[str],
                parameters: dict[str, Any]) -> list[Call]:
     """One rerank call per range of (query, passage) pairs."""
-    return [Call(model, {c.QUERY: text_tensor([q for q, _ in pairs[a:b]]),
-                         c.PASSAGE: text_tensor([p for _, p in pairs[a:b]])}, list(outputs), dict(parameters))
+    return [Call(model, {c.QUERY: text_tensor([q for q, _ in pairs[a:b]], "queries", a),
+                         c.PASSAGE: text_tensor([p for _, p in pairs[a:b]], "passages", a)},
+                 list(outputs), dict(parameters))
             for a, b in ranges]
 
 
@@ -153,7 +182,7 @@ def cross_encoder_params(normalize: bool, max_length: int | None) -> dict[str, A
     """The cross-encoder's request parameters."""
     params: dict[str, Any] = {c.PARAM_NORMALIZE: bool(normalize)}
     if max_length is not None:
-        params[c.PARAM_MAX_LENGTH] = int(max_length)
+        params[c.PARAM_MAX_LENGTH] = length(max_length, "max_length")
     return params
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from bge_m3_client.errors import (
     BGEM3Error,
+    InvalidInputError,
     ModelNotReadyError,
     RequestTimeoutError,
     ServerUnavailableError,
@@ -119,6 +120,8 @@ def to_error(exc: BaseException) -> BGEM3Error:
             return RequestTimeoutError(f"no answer in time: {type(exc).__name__}: {exc}")
         if isinstance(exc, (ConnectionError, OSError)):
             return ServerUnavailableError(f"cannot reach the server: {type(exc).__name__}: {exc}")
+        if isinstance(exc, (ValueError, TypeError, OverflowError)):  # raised while the request was built
+            return InvalidInputError(f"the request could not be built: {type(exc).__name__}: {exc}")
     return classify(str(status) if status is not None else None, message or type(exc).__name__)(message)
 
 

@@ -17,7 +17,7 @@ from bge_m3_gateway.settings import GatewaySettings
 T = TypeVar("T")
 EMBED_NAME = "bge-m3"
 CROSS_ENCODER_NAME = "bge-reranker"
-POSITION_LIMIT = 8192  # BGE-M3's (XLM-R's) longest input, tokens; the server caps at its own model's
+POSITION_LIMIT = c.MAX_TOKENS  # the server caps at its own model's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,10 +48,11 @@ class ServedModels:
 class Backend:
     """Triton behind the gateway."""
 
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(self, settings: GatewaySettings, client: AsyncBGEM3Client | None = None) -> None:
         self.settings = settings
-        self.client = AsyncBGEM3Client(settings.triton, protocol=settings.protocol, timeout=settings.request_timeout,
-                                       retries=settings.retries, concurrency=settings.concurrency, backoff=0.1)
+        self.client = client or AsyncBGEM3Client(settings.triton, protocol=settings.protocol,
+                                                 timeout=settings.request_timeout, retries=settings.retries,
+                                                 concurrency=settings.concurrency, backoff=0.1)
         self._served: ServedModels | None = None
 
     async def close(self) -> None:

@@ -64,7 +64,8 @@ def _without_positions(message: str) -> str:
 
 
 STYLES = ("openai", "tei", "cohere", "sketch")
-TEI_PATHS = frozenset({"/embed", "/embed_sparse", "/embed_all", "/rerank", "/tokenize", "/info", "/health"})
+# TEI serves embeddings at `/` too (its router maps the root to the embed route for embedding models).
+TEI_PATHS = frozenset({"/", "/embed", "/embed_sparse", "/embed_all", "/rerank", "/tokenize", "/info", "/health"})
 SKETCH_PATHS = frozenset({"/embeddings/", "/rerank/"})
 
 
@@ -79,17 +80,22 @@ def style_for(path: str) -> str:
     return "openai"
 
 
+def invalid_status(style: str) -> int:
+    """The status of invalid input: OpenAI and Cohere answer bad requests with 400, TEI and FastAPI with 422."""
+    return 400 if style in ("openai", "cohere") else KINDS["invalid"][0]
+
+
 def error_body(style: str, error: ApiError, extra: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
     """(status, JSON body) for `error` in the API style `style`."""
     status, openai_type, tei_type = KINDS[error.kind]
+    if error.kind == "invalid":
+        status = invalid_status(style)
     body: dict[str, Any]
     if style == "openai":
-        status = 400 if error.kind == "invalid" else status  # OpenAI answers bad requests with 400
         body = {"error": {"message": error.message, "type": openai_type, "param": error.param, "code": error.kind}}
     elif style == "tei":
         body = {"error": error.message, "error_type": tei_type}
     elif style == "cohere":
-        status = 400 if error.kind == "invalid" else status
         body = {"message": error.message}
     else:
         body = {"detail": error.message}

@@ -69,8 +69,7 @@ class GuardMiddleware:
             state["started"] = True
             await send(message)
 
-        if self.api_key and path not in OPEN_PATHS and not path.startswith("/static/") \
-                and scope.get("method") != "OPTIONS" and not self._authorized(scope):
+        if self.api_key and not _open(scope) and not self._authorized(scope):
             await send_error(send, path, ApiError("auth", "a valid API key is required: "
                                                           "send 'Authorization: Bearer <key>'"))
             return
@@ -115,6 +114,15 @@ class GuardMiddleware:
             return message
 
         return limited
+
+
+def _open(scope: Scope) -> bool:
+    """Whether a request needs no API key: reading the page, docs, health and metrics (`POST /` is TEI's
+    embed route and needs one), the static files, and CORS preflights."""
+    method, path = scope.get("method"), scope["path"]
+    if method == "OPTIONS" or path.startswith("/static/"):
+        return True
+    return path in OPEN_PATHS and method in ("GET", "HEAD")
 
 
 def _content_length(scope: Scope) -> int | None:

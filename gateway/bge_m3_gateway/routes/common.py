@@ -7,19 +7,18 @@ from typing import Any
 
 import orjson
 from fastapi import Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse
 
-from bge_m3_client import EmbeddingResult
+from bge_m3_client import EmbeddingResult, InvalidInputError
+from bge_m3_client.requests import utf8
 from bge_m3_gateway.backend import Backend
 from bge_m3_gateway.errors import ApiError
 from bge_m3_gateway.metrics import GatewayMetrics
 from bge_m3_gateway.settings import GatewaySettings
 
 
-class JSON(Response):
+class JSON(JSONResponse):
     """orjson-encoded JSON; numpy arrays are written directly (no Python float lists in between)."""
-
-    media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -56,10 +55,15 @@ def text_list(value: Any, field: str, max_inputs: int, allow_empty: bool = True)
         raise ApiError("invalid", f"'{field}' has {len(texts):,} items; this gateway takes at most {max_inputs:,} "
                                   "per request (--max-inputs)", field)
     for index, text in enumerate(texts):
+        where = f"'{field}[{index}]'" if isinstance(value, list) else f"'{field}'"
         if not isinstance(text, str):
-            raise ApiError("invalid", f"'{field}[{index}]' must be a string, got {type(text).__name__}", field)
+            raise ApiError("invalid", f"{where} must be a string, got {type(text).__name__}", field)
         if not allow_empty and not text:
-            raise ApiError("invalid", f"'{field}[{index}]' is an empty string", field)
+            raise ApiError("invalid", f"{where} is an empty string", field)
+        try:
+            utf8(text, where)
+        except InvalidInputError as exc:
+            raise ApiError("invalid", str(exc), field) from None
     return list(texts)
 
 

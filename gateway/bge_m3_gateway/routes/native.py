@@ -11,6 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bge_m3_client import contract as c
 from bge_m3_gateway.routes.common import JSON, backend, served, settings, text_list
+from bge_m3_gateway.schemas import (
+    Length,
+    M3EmbedResponse,
+    M3ExplainResponse,
+    M3ScoreResponse,
+    Text,
+    TextList,
+    Texts,
+    responses,
+)
 
 router = APIRouter(tags=["BGE-M3"])
 
@@ -19,9 +29,9 @@ class M3EmbedRequest(BaseModel):
     """Texts and the outputs wanted; unknown fields are ignored."""
 
     model_config = ConfigDict(extra="ignore")
-    texts: str | list[Any]
+    texts: Texts
     mode: Literal["query", "passage"] = Field(default="query", description="picks the default max length")
-    max_length: int | None = Field(default=None, description="tokens, overrides the mode's max length")
+    max_length: Length | None = Field(default=None, description="tokens, overrides the mode's max length")
     return_dense: bool = True
     return_sparse: bool = True
     return_colbert: bool = False
@@ -31,24 +41,27 @@ class M3ScoreRequest(BaseModel):
     """A query and passages, with BGE-M3's score weights and max lengths."""
 
     model_config = ConfigDict(extra="ignore")
-    query: str
-    passages: list[Any]
-    weights: list[float] = Field(default=list(c.DEFAULT_WEIGHTS), description="dense, sparse, colbert")
-    max_query_length: int | None = None
-    max_passage_length: int | None = None
+    query: Text
+    passages: TextList
+    weights: list[float] = Field(default=list(c.DEFAULT_WEIGHTS), min_length=3, max_length=3,
+                                 description="dense, sparse, colbert: finite, non-negative, dense + sparse > 0; "
+                                             "the mixes are weighted means, so only their ratios matter")
+    max_query_length: Length | None = None
+    max_passage_length: Length | None = None
 
 
 class M3ExplainRequest(BaseModel):
     """One query and one passage, with their max lengths."""
 
     model_config = ConfigDict(extra="ignore")
-    query: str
-    passage: str
-    max_query_length: int | None = None
-    max_passage_length: int | None = None
+    query: Text
+    passage: Text
+    max_query_length: Length | None = None
+    max_passage_length: Length | None = None
 
 
-@router.post("/v1/m3/embed", summary="dense, sparse and ColBERT outputs per text")
+@router.post("/v1/m3/embed", summary="dense, sparse and ColBERT outputs per text",
+             responses=responses("openai", M3EmbedResponse, "the outputs asked for, per text in input order"))
 async def m3_embed(body: M3EmbedRequest, request: Request) -> JSON:
     """Per text: `dense`, `sparse` `{indices, values}` (Qdrant-ready), `colbert` (opt-in), `tokens`, `truncated`."""
     texts = text_list(body.texts, "texts", settings(request).max_inputs)
@@ -70,7 +83,8 @@ async def m3_embed(body: M3EmbedRequest, request: Request) -> JSON:
     return JSON({"data": data, "usage": {"tokens": tokens}})
 
 
-@router.post("/v1/m3/score", summary="BGE-M3's five scores for a query against passages")
+@router.post("/v1/m3/score", summary="BGE-M3's five scores for a query against passages",
+             responses=responses("openai", M3ScoreResponse, "the five scores per passage, in passage order"))
 async def m3_score(body: M3ScoreRequest, request: Request) -> JSON:
     """Per passage, in order: `dense`, `sparse`, `colbert`, `sparse+dense`, `colbert+sparse+dense`."""
     passages = text_list(body.passages, "passages", settings(request).max_inputs)
@@ -80,7 +94,9 @@ async def m3_score(body: M3ScoreRequest, request: Request) -> JSON:
     return JSON({"scores": [{"index": i, **s} for i, s in enumerate(scores)]})
 
 
-@router.post("/v1/m3/explain", summary="why a passage scores as it does: lexical weights and ColBERT alignment")
+@router.post("/v1/m3/explain", summary="why a passage scores as it does: lexical weights and ColBERT alignment",
+             responses=responses("openai", M3ExplainResponse, "both texts' lexical weights and their ColBERT "
+                                                              "alignment"))
 async def m3_explain(body: M3ExplainRequest, request: Request) -> JSON:
     """For the query and the passage: `tokens`, `truncated` and `sparse` weights; and `colbert`: the
     similarity of every query vector with every passage vector (`rows` x `cols`, row-major; vector i

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bge_m3_gateway.backend import EMBED_NAME
 from bge_m3_gateway.errors import ApiError
 from bge_m3_gateway.routes.common import JSON, backend, check_dimensions, served, settings, text_list
+from bge_m3_gateway.schemas import Count, EmbeddingsResponse, FilledTexts, ModelList, responses
 
 router = APIRouter(tags=["OpenAI"])
 
@@ -20,10 +21,10 @@ class EmbeddingsRequest(BaseModel):
     """OpenAI's embeddings request; unknown fields (such as `user`) are ignored."""
 
     model_config = ConfigDict(extra="ignore")
-    input: str | list[Any] = Field(description="a string or a list of strings (token-id lists are refused)")
+    input: FilledTexts = Field(description="a string or a list of strings (token-id lists are refused)")
     model: str | None = Field(default=None, description="echoed back; any name is served by BGE-M3")
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, description="only the model's width (1024 for BGE-M3)")
+    dimensions: Count | None = Field(default=None, description="only the model's width (1024 for BGE-M3)")
     input_type: Literal["query", "passage"] = Field(
         default="passage", description="vendor extension (NIM's name): `query` truncates at the query max "
                                        "length (512), `passage` at the passage max length (8192)")
@@ -35,7 +36,7 @@ TOKEN_IDS_REFUSED = (
     "created with check_embedding_ctx_length=False.")
 
 
-def input_texts(value: str | list[Any], max_inputs: int) -> list[str]:
+def input_texts(value: Any, max_inputs: int) -> list[str]:
     """The request's texts; token-id lists get an error that says why they are refused."""
     if isinstance(value, list) and value and all(isinstance(x, (int, list)) and not isinstance(x, bool)
                                                  for x in value):
@@ -43,7 +44,8 @@ def input_texts(value: str | list[Any], max_inputs: int) -> list[str]:
     return text_list(value, "input", max_inputs, allow_empty=False)
 
 
-@router.post("/v1/embeddings", summary="OpenAI embeddings (dense vectors)")
+@router.post("/v1/embeddings", summary="OpenAI embeddings (dense vectors)",
+             responses=responses("openai", EmbeddingsResponse, "one dense vector per input, in input order"))
 async def embeddings(body: EmbeddingsRequest, request: Request) -> JSON:
     """Dense BGE-M3 vectors for each input, in OpenAI's response shape."""
     texts = input_texts(body.input, settings(request).max_inputs)
@@ -64,7 +66,8 @@ def _encoded(vector: np.ndarray | None, encoding: str) -> Any:
     return vector
 
 
-@router.get("/v1/models", summary="the served models")
+@router.get("/v1/models", summary="the served models",
+            responses=responses("openai", ModelList, "`bge-m3`, and `bge-reranker` when a cross-encoder is served"))
 async def models(request: Request) -> JSON:
     """OpenAI's model list: `bge-m3`, and `bge-reranker` when a cross-encoder is deployed."""
     names = (await backend(request).served()).names()

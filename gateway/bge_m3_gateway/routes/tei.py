@@ -24,6 +24,19 @@ from bge_m3_gateway.routes.common import (
     text_list,
     top_indices,
 )
+from bge_m3_gateway.schemas import (
+    Count,
+    FilledTextList,
+    FilledTexts,
+    Info,
+    RankTEI,
+    SimpleToken,
+    SparseWeight,
+    Text,
+    Texts,
+    Vector,
+    responses,
+)
 
 router = APIRouter(tags=["TEI"])
 SPECIAL_TOKENS = {0: "<s>", 1: "<pad>", 2: "</s>", 3: "<unk>"}  # XLM-R's, which BGE-M3 uses
@@ -33,19 +46,19 @@ class EmbedRequest(BaseModel):
     """TEI's `/embed`, `/embed_sparse` and `/embed_all` body; unknown fields are ignored."""
 
     model_config = ConfigDict(extra="ignore")
-    inputs: str | list[Any]
+    inputs: FilledTexts
     truncate: bool | None = Field(default=False, description="cut inputs over the limit (default: refuse them)")
     truncation_direction: Literal["Right", "right", "Left", "left"] = "Right"
     normalize: bool = Field(default=True, description="only true: BGE-M3's dense vectors are served L2-normalized")
-    dimensions: int | None = None
+    dimensions: Count | None = None
 
 
 class RerankRequest(BaseModel):
     """TEI's `/rerank` body."""
 
     model_config = ConfigDict(extra="ignore")
-    query: str
-    texts: list[Any]
+    query: Text
+    texts: FilledTextList
     raw_scores: bool = Field(default=False, description="cross-encoder logits instead of their sigmoid")
     return_text: bool = False
     truncate: bool | None = False
@@ -56,7 +69,7 @@ class TokenizeRequest(BaseModel):
     """TEI's `/tokenize` body."""
 
     model_config = ConfigDict(extra="ignore")
-    inputs: str | list[Any]
+    inputs: Texts
     add_special_tokens: bool = True
 
 
@@ -84,14 +97,25 @@ async def _refuse_long(gateway: Backend, texts: list[str], what: str) -> None:
     raise ApiError("invalid", f"an input is over the limit of {limit:,} tokens; send \"truncate\": true to cut it")
 
 
-@router.post("/embed", summary="TEI: dense vectors")
+@router.post("/embed", summary="TEI: dense vectors",
+             responses=responses("tei", list[Vector], "one L2-normalized CLS vector per input"))
 async def embed(body: EmbedRequest, request: Request) -> JSON:
     """`[[float, ...], ...]`: one L2-normalized CLS vector per input."""
     results = await _embed(body, request, "/embed", dense=True)
     return JSON([r.dense for r in results])
 
 
-@router.post("/embed_sparse", summary="TEI: sparse lexical weights")
+@router.post("/", summary="TEI: dense vectors (TEI's root route, as `/embed`)",
+             responses=responses("tei", list[Vector], "one L2-normalized CLS vector per input"))
+async def embed_at_root(body: EmbedRequest, request: Request) -> JSON:
+    """TEI maps its root to the embed route of an embedding model, and clients given TEI's base URL post
+    there; `GET /` stays the playground."""
+    results = await _embed(body, request, "/", dense=True)
+    return JSON([r.dense for r in results])
+
+
+@router.post("/embed_sparse", summary="TEI: sparse lexical weights",
+             responses=responses("tei", list[list[SparseWeight]], "each input's lexical weights by token id"))
 async def embed_sparse(body: EmbedRequest, request: Request) -> JSON:
     """`[[{"index": token_id, "value": weight}, ...], ...]`: BGE-M3's lexical weights."""
     results = await _embed(body, request, "/embed_sparse", sparse=True)
@@ -99,14 +123,17 @@ async def embed_sparse(body: EmbedRequest, request: Request) -> JSON:
                  if r.sparse else [] for r in results])
 
 
-@router.post("/embed_all", summary="TEI: token vectors (BGE-M3's ColBERT vectors)")
+@router.post("/embed_all", summary="TEI: token vectors (BGE-M3's ColBERT vectors)",
+             responses=responses("tei", list[list[Vector]], "each input's ColBERT vectors, one per token after "
+                                                             "`<s>`"))
 async def embed_all(body: EmbedRequest, request: Request) -> JSON:
     """`[[[float, ...] per token], ...]`: the ColBERT vectors of each input."""
     results = await _embed(body, request, "/embed_all", colbert=True)
     return JSON([r.colbert for r in results])
 
 
-@router.post("/rerank", summary="TEI: rerank texts against a query")
+@router.post("/rerank", summary="TEI: rerank texts against a query",
+             responses=responses("tei", list[RankTEI], "the texts' indices and scores, best first"))
 async def rerank(body: RerankRequest, request: Request) -> JSON:
     """`[{"index", "score", "text"?}, ...]`, best first."""
     texts = text_list(body.texts, "texts", settings(request).max_inputs, allow_empty=False)
@@ -136,7 +163,10 @@ async def _check_rerank_lengths(gateway: Backend, query: str, texts: list[str]) 
     await gateway.check_lengths(texts, served_models.passage_max_length, "texts")
 
 
-@router.post("/tokenize", summary="TEI: the model's tokens with character offsets")
+@router.post("/tokenize", summary="TEI: the model's tokens with character offsets",
+             responses=responses("tei", list[list[SimpleToken]], "each input's tokens; a token's `text` is the "
+                                 "input from `start` to `stop`, and spans may overlap (XLM-R's lone `▁` piece "
+                                 "shares its span with the next token's first character)"))
 async def tokenize(body: TokenizeRequest, request: Request) -> JSON:
     """`[[{"id", "text", "special", "start", "stop"}, ...], ...]`; offsets are character positions."""
     texts = text_list(body.inputs, "inputs", settings(request).max_inputs)
@@ -155,7 +185,7 @@ async def tokenize(body: TokenizeRequest, request: Request) -> JSON:
     return JSON(out)
 
 
-@router.get("/info", summary="TEI: what is served")
+@router.get("/info", summary="TEI: what is served", responses=responses("tei", Info, "the served models"))
 async def info(request: Request) -> JSON:
     """TEI's `/info`: model id, dtype, limits."""
     served_models = await backend(request).served()

@@ -242,13 +242,21 @@ function heatSpans(text, tokens, embedding, weights, shared) {
   const kept = embedding.truncated ? embedding.tokens - 1 : tokens.length; // content tokens read: [1, kept)
   const max = Math.max(1e-9, ...weights.values());
   const spans = [];
+  const starts = tokens.map((token) => (token.special ? null : token.start));
   let position = 0;
   tokens.forEach((token, i) => {
     if (token.special) return;
     if (token.start > position) spans.push(document.createTextNode(text.slice(position, token.start)));
     const span = document.createElement("span");
     span.className = "tok";
-    span.textContent = text.slice(token.start, token.stop);
+    // Each character is drawn once: spans may overlap (XLM-R's lone "▁" piece has the span of the next
+    // token's first character), so a token draws from where the text drawn so far ends up to where the
+    // next token starts; a piece left with no character of its own is drawn empty, still hoverable.
+    const from = Math.max(position, token.start);
+    const next = starts.slice(i + 1).find((start) => start !== null);
+    const to = next !== undefined && next >= from ? Math.min(token.stop, next) : token.stop;
+    span.textContent = text.slice(from, Math.max(from, to));
+    if (!span.textContent) span.classList.add("empty");
     span.dataset.id = token.id;
     span.tabIndex = 0;
     if (i >= kept) {
@@ -265,7 +273,7 @@ function heatSpans(text, tokens, embedding, weights, shared) {
     }
     span.setAttribute("aria-label", `${span.textContent.trim() || "space"}: ${span.title}`);
     spans.push(span);
-    position = token.stop;
+    position = Math.max(position, from, to);
   });
   if (position < text.length) {
     const rest = text.slice(position);

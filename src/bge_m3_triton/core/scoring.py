@@ -42,9 +42,18 @@ def colbert_score(query: TextVectors, passage: TextVectors) -> float:
 
 
 def all_scores(query: TextVectors, passage: TextVectors, weights: Sequence[float]) -> list[float]:
-    """[dense, sparse, colbert, sparse+dense, colbert+sparse+dense] with weights (dense, sparse, colbert)."""
+    """[dense, sparse, colbert, sparse+dense, colbert+sparse+dense] with weights (dense, sparse, colbert).
+
+    The mixes are weighted means, so only the weights' ratios matter: each mix divides its weights by
+    their largest first, which keeps finite weights whose sum would overflow (three of 1e308) from
+    giving inf/inf (`contract.check_weights` makes dense + sparse positive)."""
     dense, sparse, colbert = dense_score(query, passage), sparse_score(query, passage), colbert_score(query, passage)
     w_dense, w_sparse, w_colbert = weights
-    sparse_dense = (sparse * w_sparse + dense * w_dense) / (w_sparse + w_dense)
-    combined = (colbert * w_colbert + sparse * w_sparse + dense * w_dense) / (w_dense + w_sparse + w_colbert)
-    return [dense, sparse, colbert, sparse_dense, combined]
+    return [dense, sparse, colbert, _mean((dense, sparse), (w_dense, w_sparse)),
+            _mean((dense, sparse, colbert), (w_dense, w_sparse, w_colbert))]
+
+
+def _mean(scores: Sequence[float], weights: Sequence[float]) -> float:
+    largest = max(weights)
+    scaled = [w / largest for w in weights]  # the largest becomes 1: the sum stays in [1, 3]
+    return sum(s * w for s, w in zip(scores, scaled)) / sum(scaled)
