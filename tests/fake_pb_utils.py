@@ -8,7 +8,7 @@ import sys
 import threading
 import types
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -144,3 +144,39 @@ def triton_args(model: str, parameters: dict[str, str]) -> dict[str, str]:
                                         "parameters": {k: {"string_value": v} for k, v in merged.items()}}),
             "model_name": model, "model_instance_kind": "CPU", "model_instance_device_id": "0",
             "model_repository": str(REPO / "model_repository" / model), "model_version": "1"}
+
+
+class Metric:
+    """One labelled series: a counter's or gauge's value, a histogram's observations."""
+
+    def __init__(self, kind: str, buckets: list[float] | None) -> None:
+        if (kind == MetricFamily.HISTOGRAM) != (buckets is not None):
+            raise ValueError("a histogram, and only a histogram, takes buckets")
+        self.kind, self.value, self.observed = kind, 0.0, []  # type: ignore[var-annotated]
+
+    def increment(self, value: float) -> None:
+        assert self.kind == MetricFamily.COUNTER and value >= 0
+        self.value += value
+
+    def set(self, value: float) -> None:
+        assert self.kind == MetricFamily.GAUGE
+        self.value = value
+
+    def observe(self, value: float) -> None:
+        assert self.kind == MetricFamily.HISTOGRAM
+        self.observed.append(value)
+
+
+class MetricFamily:
+    """The backend's custom metrics: `registry[(name, model label)]` holds each series made."""
+
+    COUNTER, GAUGE, HISTOGRAM = "COUNTER", "GAUGE", "HISTOGRAM"
+    registry: ClassVar[dict[tuple[str, str], Metric]] = {}
+
+    def __init__(self, name: str, description: str, kind: str) -> None:
+        self.name, self.kind = name, kind
+
+    def Metric(self, labels: dict[str, str], buckets: list[float] | None = None) -> Metric:  # noqa: N802
+        metric = Metric(self.kind, buckets)
+        MetricFamily.registry[(self.name, labels.get("model", ""))] = metric
+        return metric

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from fake_pb_utils import Request, texts
 
+from bge_m3_triton.core.batching import Interrupted
 from bge_m3_triton.serving.collector import Collector, load_off_main_thread
 from bge_m3_triton.serving.params import InvalidRequest
 from bge_m3_triton.serving.triton_glue import BatchExecutor, Outputs, RequestView
@@ -26,7 +27,9 @@ class Stages:
 
     def __init__(self) -> None:
         self.batches: list[list[tuple[str, ...]]] = []
+        self.started: list[float] = []  # time.monotonic() at each forward pass
         self.slow_started, self.slow_may_end = threading.Event(), threading.Event()
+        self.interrupted = threading.Event()
 
     def parse(self, view: RequestView) -> tuple[str, ...]:
         return tuple(view.texts("TEXT"))
@@ -38,9 +41,12 @@ class Stages:
 
     def forward(self, prepared: Sequence[tuple[str, ...]]) -> list[list[int]]:
         self.batches.append(list(prepared))
+        self.started.append(time.monotonic())
         if any("slow" in job for job in prepared):
             self.slow_started.set()
-            assert self.slow_may_end.wait(30)
+            while not self.slow_may_end.wait(0.01):  # a sub-batch boundary every 10 ms
+                if self.interrupted.is_set():
+                    raise Interrupted("stopped")
         if any("boom" in job for job in prepared):
             raise RuntimeError("boom in the forward pass")
         if any("fatal" in job for job in prepared):
@@ -55,6 +61,9 @@ class Stages:
     def texts(self, prepared: tuple[str, ...]) -> int:
         return len(prepared)
 
+    def interrupt(self) -> None:
+        self.interrupted.set()
+
 
 @pytest.fixture
 def gate() -> threading.Lock:
@@ -62,9 +71,9 @@ def gate() -> threading.Lock:
 
 
 def collector(gate: threading.Lock, stages: Stages, max_texts: int = 64, delay_s: float = 0.0,
-              max_queue_size: int = 0, queue_timeout_s: float = 0.0) -> Collector:
+              max_queue_size: int = 0, queue_timeout_s: float = 0.0, drain_s: float = 30.0) -> Collector:
     executor = BatchExecutor(pb.install(), "test", {"OUT": "FP32"}, max_text_bytes=1000)
-    return Collector(executor, stages, lambda: gate, max_texts, delay_s, max_queue_size, queue_timeout_s)
+    return Collector(executor, stages, lambda: gate, max_texts, delay_s, max_queue_size, queue_timeout_s, drain_s)
 
 
 def request(*values: str, cancelled: bool = False, timeout_us: int = 0) -> Request:
@@ -156,17 +165,21 @@ def test_requests_queued_during_a_batch_wait_for_that_batch_s_clients(gate: thre
 
 
 def test_the_wait_for_company_ends_after_the_delay(gate: threading.Lock) -> None:
+    delay = 1.0
     stages = Stages()
-    queue = collector(gate, stages, delay_s=0.3)
+    queue = collector(gate, stages, delay_s=delay)
+    first = [request("a"), request("b")]
     with gate:
-        queue.execute([request("a"), request("b")])
-    time.sleep(0.1)
-    started = time.monotonic()
-    late = request("late")
+        queue.execute(first)
+    for req in first:
+        answer(req)
+    arrived = time.monotonic()
+    late = request("late")  # one of two: it waits for company, then goes alone
     queue.execute([late])
     assert not answer(late).has_error()
-    assert time.monotonic() - started >= 0.1, "the late request did not wait for company"
     assert [len(batch) for batch in stages.batches] == [2, 1]
+    if arrived - stages.started[0] < delay:  # it came while the model was within its delay: it waited it out
+        assert stages.started[1] >= stages.started[0] + delay, "the late request did not wait for company"
     queue.close()
 
 
@@ -266,3 +279,55 @@ def test_loading_runs_on_a_thread_that_then_exits() -> None:
     assert seen[0] is not threading.current_thread() and not seen[0].is_alive()
     with pytest.raises(ValueError, match="bad checkpoint"):
         load_off_main_thread(lambda: (_ for _ in ()).throw(ValueError("bad checkpoint")))
+
+
+def test_the_drain_window_answers_every_request_then_stops_the_forward_pass(gate: threading.Lock) -> None:
+    """Work longer than the window: the running batch and the queued requests are answered UNAVAILABLE when
+    it ends, the forward pass is stopped between sub-batches, and each request gets exactly one response."""
+    stages = Stages()
+    queue = collector(gate, stages, drain_s=0.2)
+    running, queued = request("slow"), [request("a"), request("b")]
+    queue.execute([running])
+    assert stages.slow_started.wait(30)
+    queue.execute(queued)
+    closing = threading.Thread(target=queue.close)
+    closing.start()
+    closing.join(30)
+    assert not closing.is_alive() and stages.interrupted.is_set()
+    for req in [running, *queued]:
+        error = answer(req).error()
+        assert error.code() == "UNAVAILABLE" and "drain window (0.2 s)" in error.message()
+    assert stages.batches == [[("slow",)]], "a queued request was computed after the window"
+    assert [len(req.sender.sent) for req in [running, *queued]] == [1, 1, 1]
+
+
+def test_work_that_ends_within_the_drain_window_is_served(gate: threading.Lock) -> None:
+    stages = Stages()
+    queue = collector(gate, stages, drain_s=60)
+    running, queued = request("slow"), request("queued")
+    queue.execute([running])
+    assert stages.slow_started.wait(30)
+    queue.execute([queued])
+    closing = threading.Thread(target=queue.close)
+    closing.start()
+    stages.slow_may_end.set()
+    closing.join(30)
+    assert not closing.is_alive() and not stages.interrupted.is_set()
+    assert [answer(r).has_error() for r in (running, queued)] == [False, False]
+
+
+def test_the_collector_exports_what_triton_cannot_see(gate: threading.Lock) -> None:
+    stages = Stages()
+    metrics = pb.MetricFamily.registry
+    metrics.clear()
+    queue = collector(gate, stages)
+    with gate:
+        queue.execute([request("a"), request("b", "c")])
+        assert metrics[("bge_m3_requests_in_model", "test")].value == 2  # queued behind the held gate
+        time.sleep(0.05)  # time queued: at least this
+    queue.close()
+    assert metrics[("bge_m3_requests_in_model", "test")].value == 0
+    waited = metrics[("bge_m3_queue_seconds", "test")].observed
+    total = metrics[("bge_m3_request_seconds", "test")].observed
+    assert len(waited) == len(total) == 2 and min(waited) >= 0.05 and all(t >= w for t, w in zip(total, waited))
+    assert metrics[("bge_m3_forward_texts_total", "test")].value == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpc
 import tritonclient.http as http
-from conftest import Server, start_server, stub_pids
+from conftest import REPO, Server, start_server, stub_pids
 from tritonclient.utils import InferenceServerException
 
 from bge_m3_client import (
@@ -117,21 +118,80 @@ def test_a_dead_stub_is_reported_not_silent(strict_server: Server) -> None:
     assert main(["health", "--url", strict_server.http, "--timeout", "5"]) == 1
 
 
-def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, m3_checkpoint: Path) -> None:
-    running = start_server(tmp_path, ["--model", str(m3_checkpoint), "--dtype", "float32",
-                                      "--max-batch-tokens", "256"], ["bge_m3"])
+SLOW_MODEL_PY = '''
+"""Test-only: the real bge_m3 adapter, every sub-batch of its forward pass slowed by 0.5 s."""
+import importlib.util
+import time
 
-    def one(i: int) -> int:
+from bge_m3_triton.ops.launcher import REPO_ROOT
+
+spec = importlib.util.spec_from_file_location("real_bge_m3", REPO_ROOT / "model_repository/bge_m3/1/model.py")
+real = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(real)
+
+
+class TritonPythonModel(real.TritonPythonModel):
+    def initialize(self, args):
+        super().initialize(args)
+        model = self.service.model
+        run = model._run_sub_batch
+
+        def slowed(*args, **kwargs):
+            time.sleep(0.5)
+            return run(*args, **kwargs)
+
+        model._run_sub_batch = slowed
+'''
+DRAIN_S = 3
+
+
+def in_model(server: Server) -> float:
+    """The embed model's `bge_m3_requests_in_model` gauge: requests queued or computing."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics") as reply:
+        for line in reply.read().decode().splitlines():
+            if line.startswith("bge_m3_requests_in_model{") and 'model="bge_m3"' in line:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_sigterm_drains_within_the_window_answers_everyone_and_exits_0(tmp_path: Path, m3_checkpoint: Path) -> None:
+    """Work in flight longer than the drain window (each request 8 sub-batches of at least 0.5 s, the window
+    3 s): on SIGTERM every request is answered, with its result or UNAVAILABLE, the forward pass stops,
+    and the server exits 0 within the window and Triton's margin after it."""
+    from bge_m3_triton.ops.launcher import SHUTDOWN_MARGIN_S
+
+    source = tmp_path / "repository"
+    shutil.copytree(REPO / "model_repository" / "bge_m3", source / "bge_m3")
+    (source / "bge_m3" / "1" / "model.py").write_text(SLOW_MODEL_PY)
+    running = start_server(tmp_path, ["--model", str(m3_checkpoint), "--dtype", "float32", "--max-batch-tokens",
+                                      "256", "--model-repository", str(source), "--models", "bge_m3",
+                                      "--drain-seconds", str(DRAIN_S), "--queue-delay-us", "0"], ["bge_m3"])
+
+    def one(i: int) -> str:
         with BGEM3Client(running.grpc, protocol="grpc", retries=0) as client:
-            return len(client.encode([LONG] * 32, is_passage=True, return_colbert=True))
+            try:
+                return f"served {len(client.encode([LONG] * 8, is_passage=True))}"
+            except RequestRejectedError as exc:
+                assert "drain window" in str(exc) or "shutting down" in str(exc), exc
+                return "unavailable"
 
     try:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             futures = [pool.submit(one, i) for i in range(4)]
-            time.sleep(0.3)
+            while in_model(running) < 3:  # SIGTERM once three requests (12 s of work at least) are in the model
+                assert not any(f.done() for f in futures), [f.result() for f in futures if f.done()]
+                time.sleep(0.05)
+            signalled = time.monotonic()
             running.process.send_signal(signal.SIGTERM)
-            assert [f.result(timeout=60) for f in futures] == [32] * 4
-        assert running.process.wait(60) == 0
+            outcomes = [f.result(timeout=DRAIN_S + SHUTDOWN_MARGIN_S + 60) for f in futures]
+        assert running.process.wait(DRAIN_S + SHUTDOWN_MARGIN_S + 60) == 0
+        took = time.monotonic() - signalled
+        assert set(outcomes) <= {"served 8", "unavailable"} and outcomes.count("unavailable") >= 2, outcomes
+        assert took < DRAIN_S + SHUTDOWN_MARGIN_S, f"exit {took:.1f} s after SIGTERM"
+        log = running.log.read_text()
+        assert "drain window of 3 s over" in log and "Exit timeout expired" not in log and "Interrupted" not in log
         with BGEM3Client(running.http, retries=0, timeout=2) as client, pytest.raises(ServerUnavailableError):
             client.encode(["after shutdown"])
     finally:

@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import torch
+
+
+class Interrupted(Exception):
+    """A forward pass was asked to stop (`Interrupt.set`) and did, between two sub-batches."""
+
+
+class Interrupt:
+    """A flag another thread raises to stop a model's forward passes at their next sub-batch (a server
+    shutting down with work left when its drain window is over). Once set, it stays set."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        """Ask every forward pass of the model to stop."""
+        self._event.set()
+
+    def check(self) -> None:
+        """Raise `Interrupted` when a stop was asked for (called between sub-batches)."""
+        if self._event.is_set():
+            raise Interrupted("the forward pass was stopped: the server is shutting down")
 
 
 def plan_sub_batches(lengths: Sequence[int], max_tokens: int, max_rows: int) -> list[list[int]]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from bge_m3_triton.core.batching import pad_batch, plan_sub_batches
+from bge_m3_triton.core.batching import Interrupt, pad_batch, plan_sub_batches
 from bge_m3_triton.core.checkpoint import CheckpointError
 from bge_m3_triton.core.loading import load_pretrained, position_limit
 from bge_m3_triton.core.settings import ModelSettings
@@ -32,6 +32,7 @@ class CrossEncoder:
         config: Any = model.config
         self.max_positions = position_limit(config)
         self.pad_id = int(tokenizer.pad_token_id)
+        self.interrupt = Interrupt()  # set from another thread: forward passes stop at their next sub-batch
 
     @classmethod
     def load(cls, settings: ModelSettings) -> CrossEncoder:
@@ -64,6 +65,7 @@ class CrossEncoder:
         plan = plan_sub_batches([len(ids) for ids in pair_ids], self.settings.max_batch_tokens,
                                 self.settings.max_batch_texts)
         for positions in plan:
+            self.interrupt.check()
             input_ids, mask = pad_batch([pair_ids[p] for p in positions], self.pad_id)
             logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
                                 return_dict=True).logits.view(-1).double().cpu()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from bge_m3_triton.core import checkpoint
-from bge_m3_triton.core.batching import pad_batch, plan_sub_batches
+from bge_m3_triton.core.batching import Interrupt, pad_batch, plan_sub_batches
 from bge_m3_triton.core.loading import load_pretrained, position_limit
 from bge_m3_triton.core.postprocess import colbert_vectors, sparse_weights
 from bge_m3_triton.core.settings import ModelSettings
@@ -59,6 +59,7 @@ class M3Model:
         self.pad_id = int(tokenizer.pad_token_id)  # type: ignore[attr-defined]
         self.unused_ids = sorted({int(tokenizer.cls_token_id), int(tokenizer.eos_token_id),  # type: ignore[attr-defined]
                                   self.pad_id, int(tokenizer.unk_token_id)})  # type: ignore[attr-defined]
+        self.interrupt = Interrupt()  # set from another thread: forward passes stop at their next sub-batch
 
     @classmethod
     def load(cls, settings: ModelSettings) -> M3Model:
@@ -105,6 +106,7 @@ class M3Model:
         plan = plan_sub_batches([len(ids) for ids in tokenized.ids], self.settings.max_batch_tokens,
                                 self.settings.max_batch_texts)
         for positions in plan:
+            self.interrupt.check()
             self._run_sub_batch([tokenized.ids[p] for p in positions], [results[p] for p in positions], wanted)
         return results
 

@@ -125,6 +125,10 @@ SETTINGS: tuple[Setting, ...] = (
             "timeout, when it sets one, wins; 0: no limit)", ("BGE_M3_QUEUE_TIMEOUT_US",), models=_W, minimum=0),
     Setting("max_queue_size", int, 1024, "requests beyond this many queued are refused (0: no limit)",
             ("BGE_M3_MAX_QUEUE_SIZE",), models=_W, minimum=0),
+    Setting("drain_seconds", int, 25, "on SIGTERM, how long the queued and running requests may take to finish; "
+            "then the rest are answered UNAVAILABLE and the server exits 0. Triton's exit timeout is set past it "
+            "and Kubernetes' termination grace must be too (docs/reliability.md)", ("BGE_M3_DRAIN_SECONDS",),
+            models=_W, minimum=0),
     Setting("torch_threads", int, 0, "intra-op threads per instance; 0: the cores divided by the forward slots",
             ("BGE_M3_TORCH_THREADS",), models=_W, minimum=0),
     Setting("max_text_bytes", int, 2_000_000, "largest text accepted, UTF-8 bytes", ("BGE_M3_MAX_TEXT_BYTES",),
@@ -179,6 +183,7 @@ class ModelSettings:
     queue_delay_us: int = default("queue_delay_us")
     queue_timeout_us: int = default("queue_timeout_us")
     max_queue_size: int = default("max_queue_size")
+    drain_seconds: int = default("drain_seconds")
     max_text_bytes: int = default("max_text_bytes")
     max_response_bytes: int = default("max_response_bytes")
     torch_threads: int = default("torch_threads")

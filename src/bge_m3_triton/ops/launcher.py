@@ -20,8 +20,17 @@ from pathlib import Path
 from bge_m3_triton.core.settings import ENV_OVERRIDES
 from bge_m3_triton.ops.processes import stop_process
 from bge_m3_triton.ops.render import Deployment, render_repository
+from bge_m3_triton.serving.drain import clear_notice, post_notice
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
+# Triton's exit timeout past the models' drain window: the forward pass stops within a sub-batch of the
+# window's end (collector.ABANDON_JOIN_S at most), then the stubs unload (docs/reliability.md).
+SHUTDOWN_MARGIN_S = 15
+
+
+def exit_timeout_s(deployment: Deployment) -> int:
+    """Triton's `--exit-timeout-secs` for a deployment: its drain window and the margin after it."""
+    return int(deployment.value("drain_seconds")) + SHUTDOWN_MARGIN_S
 
 
 @dataclasses.dataclass
@@ -33,7 +42,7 @@ class ServerOptions:
     metrics_port: int = 8002
     host: str = "0.0.0.0"
     log_verbose: int = 0
-    exit_timeout_s: int = 30
+    exit_timeout_s: int = 0  # 0: the deployment's (`exit_timeout_s`)
     shm_bytes: int = 16 * 1024 * 1024
     extra_args: list[str] = dataclasses.field(default_factory=list)
     gateway_port: int = 0  # 0: no HTTP gateway
@@ -126,15 +135,19 @@ def serve(deployment: Deployment, options: ServerOptions, workdir: Path | None =
     """
     workdir = workdir or Path(tempfile.mkdtemp(prefix="bge-m3-triton-"))
     repository, backends = prepare(deployment, workdir, source)
+    if not options.exit_timeout_s:
+        options = dataclasses.replace(options, exit_timeout_s=exit_timeout_s(deployment))
     env = dict(os.environ) if installed_tritonserver() else server_environment()
     if env.pop(ENV_OVERRIDES, None):
         print(f"bge-m3-triton: {ENV_OVERRIDES} is ignored by the launcher: flags and environment variables "
               "are rendered into the served config.pbtxt files", file=sys.stderr)
+    clear_notice(repository)
     processes = [subprocess.Popen(server_command(repository, backends, options), env=env)]
     if options.gateway_port:
         processes.append(subprocess.Popen(gateway_command(options), env=dict(os.environ)))
 
     def forward(signum: int, _frame: object) -> None:
+        post_notice(repository)  # the models drain their own queues (serving.drain), then Triton stops
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signum)

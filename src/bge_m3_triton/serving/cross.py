@@ -74,3 +74,7 @@ class CrossEncoderService:
     def texts(self, prepared: CrossPrepared) -> int:
         """How many pairs a job holds (the collector's measure of pending work)."""
         return len(prepared.ids)
+
+    def interrupt(self) -> None:
+        """Stop the model's forward passes at their next sub-batch (the server is shutting down)."""
+        self.model.interrupt.set()

@@ -90,6 +90,10 @@ class EmbedService:
         """How many texts a job holds (the collector's measure of pending work)."""
         return len(prepared.job.texts)
 
+    def interrupt(self) -> None:
+        """Stop the model's forward passes at their next sub-batch (the server is shutting down)."""
+        self.model.interrupt.set()
+
     def _oversized(self, job: EmbedJob, tokens: Tokenized) -> InvalidRequest | None:
         if not job.outputs & set(c.OUTPUT_GROUPS["colbert"]):
             return None
