@@ -155,7 +155,7 @@ class Metric:
         self.kind, self.value, self.observed = kind, 0.0, []  # type: ignore[var-annotated]
 
     def increment(self, value: float) -> None:
-        assert self.kind == MetricFamily.COUNTER and value >= 0
+        assert self.kind == MetricFamily.GAUGE or (self.kind == MetricFamily.COUNTER and value >= 0)
         self.value += value
 
     def set(self, value: float) -> None:

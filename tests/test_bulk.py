@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import Server, start_server, tree_rss_mib
+from conftest import Server, start_server
 
 from bge_m3_client import BGEM3Client
 from bge_m3_client.bulk.parquet import read_dataset
@@ -213,20 +212,20 @@ def test_a_server_stopped_mid_run_leaves_nothing_silently_missing(tmp_path: Path
 
 
 def test_memory_stays_flat_on_a_large_corpus(server: Server, tmp_path: Path) -> None:
-    """20,000 documents through the job: its RSS after warm-up grows by less than the bound."""
-    source = tmp_path / "big.txt"
-    source.write_text("".join(f"line {i} " + " ".join(WORDS[: i % 12 + 1]) + "\n" for i in range(20_000)))
-    job = cli(tmp_path, str(source), "--url", server.grpc, "--protocol", "grpc", "--output", str(tmp_path / "out"),
-              "--part-rows", "2000")
-    samples = []
-    while job.poll() is None:
-        samples.append(tree_rss_mib(job.pid))
-        time.sleep(0.2)
-    assert job.returncode == 0, (tmp_path / "stderr.txt").read_text()
-    assert len(samples) > 10
-    warm = samples[len(samples) // 5]
-    growth = max(samples) - warm
-    print(f"job RSS: {warm:.0f} MiB after warm-up, {max(samples):.0f} MiB at most (+{growth:.0f} MiB)")
-    assert growth < 60, samples
-    assert json.loads((tmp_path / "stdout.txt").read_text())["embedded"] == 20_000
-    assert os.path.getsize(source) > 500_000
+    """The job's peak memory does not grow with the corpus: 20,000 documents peak within the bound of 2,000
+    (the job reports its own peak resident memory, so nothing here depends on when it is sampled)."""
+    def peak_mib(documents: int) -> float:
+        folder = tmp_path / str(documents)
+        folder.mkdir()
+        source = folder / "corpus.txt"
+        source.write_text("".join(f"line {i} " + " ".join(WORDS[: i % 12 + 1]) + "\n" for i in range(documents)))
+        job = cli(folder, str(source), "--url", server.grpc, "--protocol", "grpc", "--output", str(folder / "out"),
+                  "--part-rows", "2000")
+        assert job.wait(600) == 0, (folder / "stderr.txt").read_text()
+        summary = json.loads((folder / "stdout.txt").read_text())
+        assert summary["embedded"] == documents
+        return float(summary["peak_rss_mib"])
+
+    small, large = peak_mib(2_000), peak_mib(20_000)
+    print(f"job peak RSS: {small:.0f} MiB for 2,000 documents, {large:.0f} MiB for 20,000")
+    assert large - small < 60, (small, large)

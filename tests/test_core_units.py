@@ -188,8 +188,11 @@ def test_token_budget_follows_device_and_dtype(m3_checkpoint: Path) -> None:
 
 
 ALLOCATION_PROBE = """
-import resource, sys, torch
+import ctypes, resource, sys, torch
 from bge_m3_triton.core import allocator
+# Count 4 KiB pages: with transparent huge pages a fresh 16 MB mapping may fault in 2 MiB at a time,
+# which would hide what the test measures (PR_SET_THP_DISABLE, Linux 3.15+).
+ctypes.CDLL(None, use_errno=True).prctl(41, 1, 0, 0, 0)
 if sys.argv[1] == "kept":
     assert allocator.keep_freed_memory() and allocator.keep_freed_memory()
 def faults():
@@ -222,5 +225,5 @@ def test_kept_heap_stops_page_faulting_a_forward_pass_sized_buffer() -> None:
                               check=True)
         return int(done.stdout.strip())
 
-    assert faults_per_pass("default") > 8000
-    assert faults_per_pass("kept") < 1000
+    default, kept = faults_per_pass("default"), faults_per_pass("kept")
+    assert default > 8000 and kept * 10 < default, (default, kept)

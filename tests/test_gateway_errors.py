@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import GATEWAY_KEY, Gateway, Server, free_ports, start_server
+from injected import HELD, in_model, repository
 
 HEADERS = {"Authorization": f"Bearer {GATEWAY_KEY}"}
 LONG = " ".join(f"token{i} more words to make this passage long" for i in range(300))
@@ -121,29 +122,47 @@ def test_deadline_is_504_with_the_sketch_body(server: Server, tmp_path: Path) ->
 
 
 def test_overload_is_429_through_serve_gateway_port(tmp_path: Path, m3_checkpoint: Path) -> None:
-    """One command serves Triton and the gateway; a 1-slot queue overloaded answers 429, the rest is served,
-    and stopping the command stops both."""
+    """One command serves Triton and the gateway; with the model held on purpose (tests/injected.py) and its
+    one queue slot taken, further requests are answered 429 at once, the held ones 200 once it goes on, and
+    stopping the command stops both."""
     gateway_port = free_ports(1)[0]
     server = start_server(tmp_path, ["--model", str(m3_checkpoint), "--dtype", "float32", "--max-queue-size", "1",
-                                     "--queue-timeout-us", "200000", "--max-batch-tokens", "512", "--queue-delay-us",
-                                     "0", "--models", "bge_m3", "--gateway-port", str(gateway_port),
-                                     "--workdir", str(tmp_path / "work")], ["bge_m3"])
+                                     "--queue-delay-us", "0", "--models", "bge_m3", "--gateway-port",
+                                     str(gateway_port), "--workdir", str(tmp_path / "work"), "--model-repository",
+                                     str(repository(tmp_path, HELD))], ["bge_m3"])
+    hold = tmp_path / "work" / "models" / "bge_m3" / "hold"
     url = f"http://127.0.0.1:{gateway_port}"
+    body = {"texts": ["a passage"] * 8, "mode": "passage", "return_colbert": True}
+
+    async def until_in_model(count: int) -> None:
+        for _ in range(6000):
+            if in_model(server) >= count:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{count} requests never reached the model")
+
     try:
-        async def load() -> list[httpx.Response]:
+        async def load() -> tuple[list[int], list[int]]:
             async with httpx.AsyncClient(timeout=120) as client:
-                for _ in range(100):  # the gateway starts beside Triton: wait until it answers
+                for _ in range(600):  # the gateway starts beside Triton: wait until it answers
                     try:
                         if (await client.get(url + "/health")).status_code == 200:
                             break
                     except httpx.TransportError:
                         pass
                     await asyncio.sleep(0.2)
-                return list(await asyncio.gather(*(client.post(url + "/v1/m3/embed", json={
-                    "texts": [LONG] * 8, "mode": "passage", "return_colbert": True}) for _ in range(24))))
+                hold.touch()
+                admitted = [asyncio.create_task(client.post(url + "/v1/m3/embed", json=body))]
+                await until_in_model(1)
+                admitted.append(asyncio.create_task(client.post(url + "/v1/m3/embed", json=body)))
+                await until_in_model(2)
+                refused = await asyncio.gather(*(client.post(url + "/v1/m3/embed", json=body) for _ in range(5)))
+                assert not any(task.done() for task in admitted)
+                hold.unlink()
+                return [r.status_code for r in await asyncio.gather(*admitted)], [r.status_code for r in refused]
 
-        statuses = [r.status_code for r in asyncio.run(load())]
-        assert 200 in statuses and 429 in statuses and set(statuses) <= {200, 429}
+        admitted, refused = asyncio.run(load())
+        assert admitted == [200, 200] and refused == [429] * 5
     finally:
         assert server.stop() == 0
     with pytest.raises(httpx.TransportError):

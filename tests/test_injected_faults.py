@@ -4,46 +4,18 @@ batch-mates and the next batch are served, and the failures show in our error me
 from __future__ import annotations
 
 import asyncio
-import shutil
 import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import REPO, start_server
+from conftest import start_server
+from injected import FAULTY, repository
 
 from bge_m3_client import AsyncBGEM3Client, InferenceError
 
-FAULTY_MODEL_PY = '''
-"""Test-only: the real bge_m3 adapter, its forward pass made to fail on any batch holding "poison pill"."""
-import importlib.util
-
-from bge_m3_triton.ops.launcher import REPO_ROOT
-
-spec = importlib.util.spec_from_file_location("real_bge_m3", REPO_ROOT / "model_repository/bge_m3/1/model.py")
-real = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(real)
-
-
-class TritonPythonModel(real.TritonPythonModel):
-    def initialize(self, args):
-        super().initialize(args)
-        model = self.service.model
-        encode = model.encode_tokenized
-        poison = model.tokenize(["poison pill"], [512]).ids[0]
-
-        def encode_or_fail(tokens, *args, **kwargs):
-            if poison in tokens.ids:
-                raise RuntimeError("injected fault")
-            return encode(tokens, *args, **kwargs)
-
-        model.encode_tokenized = encode_or_fail
-'''
-
 
 def test_only_the_failing_requests_fail(tmp_path: Path, m3_checkpoint: Path) -> None:
-    source = tmp_path / "repository"
-    shutil.copytree(REPO / "model_repository" / "bge_m3", source / "bge_m3")
-    (source / "bge_m3" / "1" / "model.py").write_text(FAULTY_MODEL_PY)
+    source = repository(tmp_path, FAULTY)
     server = start_server(tmp_path, ["--model", str(m3_checkpoint), "--dtype", "float32", "--model-repository",
                                      str(source), "--models", "bge_m3", "--queue-delay-us", "100000"], ["bge_m3"])
     try:

@@ -95,7 +95,7 @@ def embed(args: argparse.Namespace) -> int:
         for number, handler in previous.items():
             signal.signal(number, handler)
     summary = {**outcome.counts.summary(outcome.seconds), "output": sink.where(), "failed_file": str(failed),
-               "exit_code": outcome.exit_code, "result": outcome.reason}
+               "exit_code": outcome.exit_code, "result": outcome.reason, "peak_rss_mib": _peak_rss_mib()}
     counts = outcome.counts
     print(f"[embed] {outcome.reason}. {counts.embedded:,} embedded ({counts.tokens:,} tokens, {counts.truncated:,} "
           f"truncated), {counts.skipped:,} already done, {counts.failed:,} failed, {counts.malformed:,} malformed"
@@ -119,3 +119,11 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory (Linux reports KiB, macOS bytes)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)

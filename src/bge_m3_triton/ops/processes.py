@@ -3,12 +3,16 @@ ports, waited for until ready, stopped cleanly; and the memory of a process tree
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 SERVER_START_TIMEOUT_S = 180
 
@@ -25,14 +29,56 @@ def stop_process(process: subprocess.Popen[bytes], grace_s: float) -> int:
     return process.returncode
 
 
+# Ports for test and benchmark servers, leased so that no two processes of ours take the same one. A port
+# the kernel handed out (bind to 0, then close) could be handed out again, to an outgoing connection or
+# another test, before the server binds it; these come from below the kernel's ephemeral range, which it
+# never hands out by itself, and each is held by an `flock` for the life of the process that leased it.
+_LEASES: list[IO[bytes]] = []
+_LEASE_LOCK = threading.Lock()
+PORT_FLOOR = 20_000
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:  # no SO_REUSEADDR: a port still in TIME_WAIT is skipped too
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+    """`count` loopback ports that nothing listens on, leased to this process until it exits."""
+    folder = Path(tempfile.gettempdir()) / "bge-m3-triton-ports"
+    folder.mkdir(exist_ok=True)
+    top = max(_ephemeral_floor(), PORT_FLOOR + 1000)
+    span = top - PORT_FLOOR
+    start = (os.getpid() * 7919 + len(_LEASES) * 13) % span  # processes start at different places
+    ports: list[int] = []
+    with _LEASE_LOCK:
+        for offset in range(span):
+            port = PORT_FLOOR + (start + offset) % span
+            handle = (folder / f"{port}.lock").open("a+b")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            if not _bindable(port):
+                handle.close()
+                continue
+            _LEASES.append(handle)
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    raise RuntimeError(f"no {count} free ports between {PORT_FLOOR} and {top}")
 
 
 class Server:

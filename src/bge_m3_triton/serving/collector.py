@@ -171,6 +171,7 @@ class Collector(Generic[Job, Prepared, Result]):
             queued.append(_Pending(requests[index], sender, prepared, self.stages.texts(prepared), now,
                                    now + self._timeout_s(requests[index])))
         refused: list[tuple[_Pending[Prepared], str]] = []
+        self._metrics.in_model(len(queued))  # before they can leave: the gauge never reads below 0
         with self._changed:
             for item in queued:
                 if self._closing:  # the forward thread may be gone: answer rather than queue forever
@@ -180,8 +181,7 @@ class Collector(Generic[Job, Prepared, Result]):
                 else:
                     self._pending.append(item)
             self._changed.notify_all()
-            in_model = len(self._pending) + len(self._running)
-        self._metrics.in_model(in_model)
+        self._metrics.in_model(-len(refused))
         for item, message in refused:
             self._answer(item, self.executor.error(message, "UNAVAILABLE"))
 
@@ -221,6 +221,7 @@ class Collector(Generic[Job, Prepared, Result]):
         another instance), and ask the forward pass to stop."""
         with self._changed:
             left = self._pending + self._running
+            self._metrics.in_model(-len(self._pending))  # the running batch's leave when its thread is done
             self._pending = []
             self._changed.notify_all()
         LOG.warning("drain window of %g s over: %d request(s) answered UNAVAILABLE unfinished", self.drain_s,
@@ -265,9 +266,11 @@ class Collector(Generic[Job, Prepared, Result]):
     def _run_once(self) -> None:
         batch: list[_Pending[Prepared]] = []
         live: list[_Pending[Prepared]] = []
+        taken = 0
         try:
             with self.hold():
                 batch, expired = self._take()
+                taken = len(batch) + len(expired)
                 live = batch  # the unanswered: cancelled ones leave it as they are answered
                 for item in expired:
                     self._answer(item, self.executor.error("Request timeout expired", "UNAVAILABLE"))
@@ -281,12 +284,12 @@ class Collector(Generic[Job, Prepared, Result]):
                 results = self._forward_guarded(live)
                 computed = time.monotonic()
         except Interrupted:  # the drain window is over: `_abandon` has answered the batch
-            self._finished(batch, time.monotonic())
+            self._finished(batch, time.monotonic(), taken)
             for item in live:
                 self._answer(item, self._shutting_down())
             return
         except BaseException as exc:  # answer what is unanswered, then let it out
-            self._finished(batch, time.monotonic())
+            self._finished(batch, time.monotonic(), taken)
             for item in live:
                 self._answer(item, self.executor.internal_error(exc if isinstance(exc, Exception)
                                                                  else RuntimeError(repr(exc))))
@@ -303,12 +306,12 @@ class Collector(Generic[Job, Prepared, Result]):
             else:
                 sends.append(self._senders.submit(self._answer, item, response))
         concurrent.futures.wait(sends)  # the batch counts as answered when every response is out
-        self._finished(batch, computed)
         answered = time.monotonic()
         self._metrics.count(len(live), sum(item.texts for item in live), computed - started, answered - computed)
         self._metrics.served(answered - item.arrived for item in live)
+        self._finished(batch, computed, taken)  # last: the gauge reads 0 only once the counters are whole
 
-    def _finished(self, batch: list[_Pending[Prepared]], computed: float) -> None:
+    def _finished(self, batch: list[_Pending[Prepared]], computed: float, taken: int) -> None:
         """Remember for `_wait_for_company` when the batch was answered and how many requests were in the
         model meanwhile: the batch's, whose clients may send again, and those that queued before its
         forward pass ended (later ones may be the batch's own clients, answered first, come back)."""
@@ -317,8 +320,7 @@ class Collector(Generic[Job, Prepared, Result]):
             self._expected = max(1, len(batch) + during)
             self._last_end = time.monotonic()
             self._running = []
-            waiting = len(self._pending)
-        self._metrics.in_model(waiting)
+        self._metrics.in_model(-taken)  # the batch's requests, and the expired ones taken with it, have left
 
     def _take(self) -> tuple[list[_Pending[Prepared]], list[_Pending[Prepared]]]:
         """The queued jobs in arrival order, up to `max_texts` texts (always at least one job, unless
@@ -432,9 +434,11 @@ class _ForwardMetrics:
             for counter, value in zip(self._counters, (1, requests, texts, forward_s, answer_s)):
                 counter.increment(value)
 
-    def in_model(self, requests: int) -> None:
-        if self._gauge is not None:
-            self._gauge.set(requests)
+    def in_model(self, change: int) -> None:
+        """Requests came in (`change` > 0) or left. By increments, not `set`: the instances of a model share
+        one series, and each adds its own."""
+        if self._gauge is not None and change:
+            self._gauge.increment(change)
 
     def queued(self, seconds: Iterable[float]) -> None:
         self._observe(self._queue, seconds)
