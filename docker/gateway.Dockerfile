@@ -1,11 +1,11 @@
 # The HTTP gateway (no torch, no Triton): a small Python image, scaled apart from the Triton servers.
-FROM python:3.11-slim
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+FROM ${PYTHON_IMAGE}
 WORKDIR /opt/bge-m3-gateway
 COPY requirements/ requirements/
 COPY client/ client/
 COPY gateway/ gateway/
-RUN pip install --no-cache-dir -c requirements/constraints.txt \
-      "tritonclient[grpc,http]==2.51.0" fastapi uvicorn orjson prometheus-client "numpy<2" \
+RUN pip install --no-cache-dir -c requirements/constraints.txt -r requirements/gateway.txt \
  && pip install --no-cache-dir --no-deps ./client ./gateway \
  && python -c "import bge_m3_gateway"
 ENV BGE_M3_GATEWAY_TRITON=triton:8001 BGE_M3_GATEWAY_PORT=8080

@@ -8,15 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bge_m3_triton.ops.processes import (
-    Gateway,
-    Server,
-    free_ports,
-    start_server,
-    stub_pid,
-    stub_pids,
-    tree_rss_mib,
-)
+from bge_m3_triton.ops import processes
+from bge_m3_triton.ops.processes import Gateway, Server, free_ports, stub_pid, stub_pids, tree_rss_mib
 
 __all__ = ["Gateway", "Server", "free_ports", "start_server", "stub_pid", "stub_pids", "tree_rss_mib"]
 
@@ -65,6 +58,23 @@ def server(tmp_path_factory: pytest.TempPathFactory, m3_checkpoint: Path,
                            ["bge_m3", "bge_m3_rerank", "bge_reranker"])
     yield running
     running.stop()
+
+
+_RUNNING: list[pytest.Item] = []  # the test being set up or run
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _RUNNING[:] = [item]
+
+
+def start_server(tmp: Path, args: list[str], models: list[str], env: dict[str, str] | None = None) -> Server:
+    """`processes.start_server`, for tests of the server and end-to-end tiers only (pytest markers), so the
+    unit tier (`scripts/test.sh --unit`) never starts one by accident."""
+    item = _RUNNING[0] if _RUNNING else None
+    if item is not None and not (item.get_closest_marker("server") or item.get_closest_marker("e2e")):
+        raise RuntimeError(f"{item.nodeid} starts a Triton server: mark it `server` or `e2e`")
+    return processes.start_server(tmp, args, models, env)
 
 
 GATEWAY_KEY = "test-key-123"

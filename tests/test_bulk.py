@@ -23,6 +23,8 @@ from bge_m3_client.bulk.parquet import read_dataset
 from bge_m3_client.bulk.qdrant import colbert_limit, point_id
 from bge_m3_client.cli import main
 
+pytestmark = pytest.mark.server
+
 WORDS = ["search", "retrieval", "multilingual", "passage", "dense", "sparse", "vector", "index", "query", "model",
          "token", "lexical"]
 

@@ -72,6 +72,7 @@ def test_corrupt_head_file(tmp_path: Path) -> None:
         load_linear_head(broken, 4, torch.float32, torch.device("cpu"))
 
 
+@pytest.mark.server
 def test_launcher_exits_non_zero_with_the_reason(m3_checkpoint: Path, tmp_path: Path) -> None:
     folder = copy_of(m3_checkpoint, tmp_path)
     (folder / "colbert_linear.pt").write_bytes(b"corrupt")

@@ -21,6 +21,8 @@ from bge_m3_client import (
 from bge_m3_client import contract as c
 from bge_m3_client.adapters import handle_fastapi_embeddings, handle_fastapi_rerank, handle_runpod
 
+pytestmark = pytest.mark.server
+
 
 def test_http_grpc_sync_async_identical(server: Server) -> None:
     kwargs = {"is_passage": True, "return_colbert": True, "batch_size": 3}

@@ -17,6 +17,7 @@ from bge_m3_triton.core.m3 import M3Model
 from bge_m3_triton.core.settings import ModelSettings
 
 
+@pytest.mark.slow
 def test_compiled_model_core_matches_eager_and_compiles_only_at_start(m3_checkpoint: Path) -> None:
     from torch._dynamo.utils import counters
 
@@ -36,6 +37,7 @@ def test_compiled_model_core_matches_eager_and_compiles_only_at_start(m3_checkpo
     assert counters["stats"]["unique_graphs"] == graphs, "a request's shape compiled a new graph"
 
 
+@pytest.mark.slow
 def test_compiled_cross_encoder_scores_as_eager(reranker_checkpoint: Path) -> None:
     settings = ModelSettings(model=str(reranker_checkpoint), dtype="float32", device="cpu")
     eager = CrossEncoder.load(settings)

@@ -227,3 +227,29 @@ def test_kept_heap_stops_page_faulting_a_forward_pass_sized_buffer() -> None:
 
     default, kept = faults_per_pass("default"), faults_per_pass("kept")
     assert default > 8000 and kept * 10 < default, (default, kept)
+
+
+@pytest.mark.parametrize(("capability", "dtype"), [
+    ((7, 0), torch.float16), ((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((8, 6), torch.bfloat16),
+    ((8, 9), torch.bfloat16), ((9, 0), torch.bfloat16), ((10, 0), torch.bfloat16), ((6, 1), torch.float16)])
+def test_gpu_auto_dtype_follows_the_compute_capability(capability: tuple[int, int], dtype: torch.dtype) -> None:
+    """V100 7.0 and T4 7.5 have no bf16 tensor cores: fp16 there; A100 8.0, A10/L4 8.6/8.9, H100 9.0: bf16."""
+    from bge_m3_triton.core.devices import gpu_dtype
+
+    assert gpu_dtype(capability) is dtype
+
+
+def test_gpu_auto_dtype_asks_the_instances_own_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bge_m3_triton.core import devices
+
+    asked: list[torch.device] = []
+
+    def capability(device: torch.device) -> tuple[int, int]:
+        asked.append(device)
+        return {0: (7, 5), 1: (9, 0)}[device.index]
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what the old check believed
+    assert devices.resolve_dtype("auto", torch.device("cuda:0")) is torch.float16
+    assert devices.resolve_dtype("auto", torch.device("cuda:1")) is torch.bfloat16
+    assert asked == [torch.device("cuda:0"), torch.device("cuda:1")]

@@ -67,12 +67,33 @@ def test_kubernetes_manifests() -> None:
     container = pod["containers"][0]
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8000, "grpc": 8001, "metrics": 8002}
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert container["livenessProbe"]["exec"]["command"][:2] == ["bge-m3-triton", "health"]
+    # liveness is the process, never an inference queued behind live traffic (the launcher's watchdog
+    # exits when the model is dead)
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert {p["port"] for p in docs["Service"]["spec"]["ports"]} == {8000, 8001, 8002}
+    # GPU nodes are tainted and labelled: the pod tolerates and selects them, under the NVIDIA runtime
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"]) and pod["nodeSelector"]
+    assert pod["runtimeClassName"] == "nvidia"
+    # the weights are cached for every pod, not downloaded into each new one
+    cache = next(v for v in pod["volumes"] if v["name"] == "hf-cache")
+    assert cache["persistentVolumeClaim"]["claimName"] == docs["PersistentVolumeClaim"]["metadata"]["name"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "hf-cache")
+    assert env["HF_HOME"] == mount
+    # the grace period covers the drain window and Triton's margin after it
+    from bge_m3_triton.ops.launcher import SHUTDOWN_MARGIN_S
+
+    assert pod["terminationGracePeriodSeconds"] >= int(env["BGE_M3_DRAIN_SECONDS"]) + SHUTDOWN_MARGIN_S + 10
+    # admin APIs are restricted on both protocols
+    args = " ".join(container["args"])
+    assert "--http-restricted-api=" in args and "--grpc-restricted-protocol=" in args
     hpa = docs["HorizontalPodAutoscaler"]["spec"]
     assert hpa["scaleTargetRef"]["name"] == docs["Deployment"]["metadata"]["name"]
     metric = hpa["metrics"][0]["pods"]["metric"]["name"]
-    assert metric in docs["ConfigMap"]["data"]["config.yaml"]
+    rules = yaml.safe_load(docs["ConfigMap"]["data"]["config.yaml"])["rules"]
+    rule = next(r for r in rules if r["name"]["as"] == metric)
+    assert "bge_m3_requests_in_model{" in rule["seriesQuery"]  # the collector's gauge, not Triton's queue time
 
 
 def test_container_environment_renders_like_the_launcher_flags(tmp_path: Path) -> None:

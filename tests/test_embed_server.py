@@ -21,6 +21,8 @@ from bge_m3_triton.core.settings import ModelSettings
 from bge_m3_triton.core.tokens import load_tokenizer
 from bge_m3_triton.ops.cli import main
 
+pytestmark = pytest.mark.server
+
 PROTOCOLS = ["http", "grpc"]
 
 

@@ -33,6 +33,8 @@ from bge_m3_client import (
     ServerUnavailableError,
 )
 
+pytestmark = pytest.mark.server
+
 LONG = " ".join(f"token{i} more words to make this passage long" for i in range(300))
 WAIT_S = 120  # a bound for a hung test, never reached when the server works
 
@@ -159,11 +161,11 @@ def test_clients_cannot_load_or_unload_models(held: Held) -> None:
 
 def test_a_dead_stub_is_reported_not_silent(tmp_path: Path, m3_checkpoint: Path) -> None:
     """Triton 2.51 does not restart a stub and keeps answering ready; with the stub dead, our client gets
-    an error and `bge-m3-triton health` says unhealthy (its own server: it breaks it)."""
+    an error, `bge-m3-triton health` says unhealthy and the launcher exits 3 (its own server: it breaks it)."""
     from bge_m3_triton.ops.cli import main
 
-    running = start_server(tmp_path, ["--model", str(m3_checkpoint), "--dtype", "float32", "--models", "bge_m3"],
-                           ["bge_m3"])
+    running = start_server(tmp_path, ["--model", str(m3_checkpoint), "--dtype", "float32", "--models", "bge_m3",
+                                      "--watchdog-seconds", "1"], ["bge_m3"])
     try:
         stubs = stub_pids(running, "bge_m3")
         assert len(stubs) == 1  # the default: one instance
@@ -177,6 +179,9 @@ def test_a_dead_stub_is_reported_not_silent(tmp_path: Path, m3_checkpoint: Path)
             client.encode(["anyone there?"])
         assert isinstance(failure.value, (InferenceError, ServerUnavailableError))
         assert main(["health", "--url", running.http, "--timeout", "5"]) == 1
+        # the launcher's watchdog sees it too and exits non-zero, so a restart policy brings a fresh server
+        assert running.process.wait(WAIT_S) == 3
+        assert "the embed model stopped answering" in running.log.read_text()
     finally:
         running.stop()
 
@@ -230,3 +235,38 @@ def test_sigterm_drains_within_the_window_answers_everyone_and_exits_0(tmp_path:
             client.encode(["after shutdown"])
     finally:
         running.stop()
+
+
+def test_the_autoscalers_signal_rises_with_the_load_and_triton_s_own_does_not(held: Held) -> None:
+    """The metric the Prometheus adapter serves the HPA (deploy/k8s) is 0 idle and counts every request in
+    the model under load; Triton's own queue time stays near zero meanwhile, as its clock stops when
+    `execute` returns (docs/decisions/010-autoscaling-signal.md)."""
+    import yaml
+    from conftest import REPO
+
+    rules = yaml.safe_load(yaml.safe_load((REPO / "deploy" / "k8s" / "prometheus-adapter-rules.yaml").read_text())
+                           ["data"]["config.yaml"])["rules"]
+    series = rules[0]["seriesQuery"].split("{")[0]
+    held.until(lambda: metric(held.server, series) == 0, "the model never went idle")
+    triton_queue = ("nv_inference_queue_duration_us", 'model="bge_m3"')
+    triton_count = ("nv_inference_request_success", 'model="bge_m3"')
+    before = [metric(held.server, *m) for m in (triton_queue, triton_count, ("bge_m3_queue_seconds_sum",),
+                                                 ("bge_m3_queue_seconds_count",))]
+    held.hold.touch()
+    readings = [metric(held.server, series)]
+    with concurrent.futures.ThreadPoolExecutor(3) as pool, BGEM3Client(held.server.grpc, protocol="grpc") as client:
+        futures = []
+        for load in (1, 2, 3):  # one computing (held), then one and two queued behind it
+            futures.append(pool.submit(client.encode, [f"load {load}"]))
+            held.until_in_model(load)
+            readings.append(metric(held.server, series))
+        time.sleep(0.5)  # the requests wait at least this long in the model: a lower bound, not a hope
+        held.hold.unlink()
+        assert all(len(f.result(timeout=WAIT_S)) == 1 for f in futures)
+    held.until(lambda: metric(held.server, series) == 0, "the requests never left the model")
+    assert readings == [0, 1, 2, 3]
+    queue_us, count, ours_s, ours_n = (metric(held.server, *m) - b for m, b in zip(
+        (triton_queue, triton_count, ("bge_m3_queue_seconds_sum",), ("bge_m3_queue_seconds_count",)), before))
+    assert count == 3 and ours_n == 3
+    assert ours_s / ours_n >= 0.5 / 3  # two of three waited out the hold at least
+    assert queue_us / count < 0.1 * (ours_s / ours_n) * 1e6  # Triton saw a tenth of it at most

@@ -50,6 +50,8 @@ def test_one_slot_runs_one_forward_at_a_time(tmp_path: Path) -> None:
         assert not inside.is_set(), "the second holder got in while the first held the only slot"
     contender.join(WAIT_S)
     assert inside.is_set() and second.waited_s > 0
+    first.close()
+    second.close()
 
 
 @pytest.mark.parametrize(("keys", "slots"), [(["/srv/repo", "/srv/repo"], 2), (["/srv/repo", "/srv/other"], 1)])
@@ -59,11 +61,14 @@ def test_free_slots_and_other_servers_let_holders_in_together(tmp_path: Path, ke
     failures: list[BaseException] = []
 
     def hold(key: str) -> None:
+        gate = ForwardGate(key, slots, tmp_path)
         try:
-            with ForwardGate(key, slots, tmp_path).hold():
+            with gate.hold():
                 together.wait()  # breaks (and raises) if the other cannot get in while this one holds
         except BaseException as exc:
             failures.append(exc)
+        finally:
+            gate.close()
 
     threads = [threading.Thread(target=hold, args=(key,)) for key in keys]
     for thread in threads:
@@ -79,6 +84,7 @@ def test_a_held_slot_is_released_by_an_error_and_repository_keys_match(tmp_path:
         raise RuntimeError("forward failed")
     with gate.hold():  # would block forever if the slot had leaked
         pass
+    gate.close()
     one = ForwardGate.for_repository("/srv/repo/bge_m3", 1)
     two = ForwardGate.for_repository("/srv/repo/bge_reranker/", 1)
     assert one.paths == two.paths

@@ -18,6 +18,8 @@ from reference import TEXTS
 
 from bge_m3_client import BGEM3Client
 
+pytestmark = pytest.mark.server
+
 NONEMPTY = [t for t in TEXTS if t.strip()]
 DOCS = ["BGE M3 supports dense, sparse and multi-vector retrieval.", "Paris is the capital of France.",
         "Triton batches requests dynamically.", "Le chat dort sur le canapé."]

@@ -11,6 +11,8 @@ import pytest
 from conftest import GATEWAY_KEY, Gateway, Server, free_ports, start_server
 from injected import HELD, in_model, repository
 
+pytestmark = pytest.mark.server
+
 HEADERS = {"Authorization": f"Bearer {GATEWAY_KEY}"}
 LONG = " ".join(f"token{i} more words to make this passage long" for i in range(300))
 

@@ -15,10 +15,13 @@ from collections import Counter
 
 import httpx
 import numpy as np
+import pytest
 from conftest import GATEWAY_KEY, REPO, Gateway, Server
 from reference import TEXTS
 
 from bge_m3_client import BGEM3Client
+
+pytestmark = pytest.mark.e2e
 
 CLIENTS = int(os.environ.get("GATEWAY_LOAD_CLIENTS", "32"))
 SECONDS = float(os.environ.get("GATEWAY_LOAD_SECONDS", "10"))

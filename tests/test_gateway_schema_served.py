@@ -10,6 +10,8 @@ from gateway_fuzz import call, draw_request, operations, validate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+pytestmark = pytest.mark.server
+
 AUTH = {"Authorization": f"Bearer {GATEWAY_KEY}"}
 
 

@@ -13,6 +13,8 @@ from injected import FAULTY, repository
 
 from bge_m3_client import AsyncBGEM3Client, InferenceError
 
+pytestmark = pytest.mark.server
+
 
 def test_only_the_failing_requests_fail(tmp_path: Path, m3_checkpoint: Path) -> None:
     source = repository(tmp_path, FAULTY)

@@ -14,10 +14,13 @@ import time
 from collections import Counter
 
 import numpy as np
+import pytest
 from conftest import REPO, Server, tree_rss_mib
 from reference import TEXTS
 
 from bge_m3_client import BGEM3Client, BGEM3Error, RequestRejectedError
+
+pytestmark = pytest.mark.e2e
 
 CLIENTS = int(os.environ.get("LOAD_CLIENTS", "12"))
 SECONDS = float(os.environ.get("LOAD_SECONDS", "10"))

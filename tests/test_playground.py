@@ -12,6 +12,8 @@ import httpx
 import pytest
 from conftest import GATEWAY_KEY, REPO, Gateway, Server
 
+pytestmark = pytest.mark.e2e
+
 QUERY = "what is BGE M3?"
 PASSAGES = ["BGE M3 is an embedding model: dense, sparse and multi-vector retrieval.",
             "Paris is the capital of France.",

@@ -48,6 +48,7 @@ def outputs(url: str) -> list[fidelity.Output]:
 @pytest.mark.parametrize(("precision", "attention", "compiled"), [
     ("bfloat16", "sdpa", "off"), ("bfloat16", "onednn-graph", "off"), ("bfloat16", "sdpa", "inductor"),
     ("int8", "auto", "off")])
+@pytest.mark.server
 def test_precision_serves_within_its_bounds(server: Server, tmp_path: Path, m3_checkpoint: Path,
                                            precision: str, attention: str, compiled: str) -> None:
     """bf16 with each attention (onednn-graph: core/attention.py, which falls back to SDPA with a warning

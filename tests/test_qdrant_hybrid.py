@@ -5,7 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import Server
+
+pytestmark = pytest.mark.server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 

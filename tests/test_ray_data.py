@@ -6,11 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from conftest import Server
 from test_bulk import corpus, write_jsonl
 
 from bge_m3_client.bulk.parquet import read_dataset
 from bge_m3_client.cli import main
+
+pytestmark = pytest.mark.e2e
 
 
 def test_map_batches_writes_what_the_cli_writes(server: Server, tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from tritonclient.utils import InferenceServerException
 
 from bge_m3_client import AsyncBGEM3Client, BGEM3Client, InvalidInputError
 
+pytestmark = pytest.mark.server
+
 ATOL = 1e-5
 QUERY = "What is BGE M3? A multilingual embedding model"
 PASSAGES = [t for t in TEXTS if t.strip()] + ["BGE M3 is a multilingual embedding model from BAAI"]

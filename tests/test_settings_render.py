@@ -81,8 +81,8 @@ def test_model_settings_take_the_tables_defaults() -> None:
 
 
 def test_readme_configuration_table_is_the_generated_one() -> None:
-    readme = (REPO / "README.md").read_text()
-    assert markdown_table() in readme, "README's table is stale: paste `bge-m3-triton settings`"
+    for page in ("README.md", "docs/configuration.md"):
+        assert markdown_table() in (REPO / page).read_text(), f"{page}'s table is stale: paste `bge-m3-triton settings`"
 
 
 @pytest.mark.parametrize(("parameters", "message"), [

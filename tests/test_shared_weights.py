@@ -54,6 +54,7 @@ def test_shared_weights_are_mapped_once_and_give_the_same_numbers(
             np.testing.assert_array_equal(got.sparse_weights, want.sparse_weights)
 
 
+@pytest.mark.slow
 def test_each_dtype_and_model_kind_has_its_own_file_and_int8_is_private(
         m3_checkpoint: Path, reranker_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BGE_M3_SHARED_WEIGHTS_DIR", str(tmp_path))

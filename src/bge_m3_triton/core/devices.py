@@ -117,8 +117,19 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     if name != "auto":
         return _DTYPES[name]
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return gpu_dtype(torch.cuda.get_device_capability(device))
     return torch.bfloat16 if cpu_has_fast_bf16() and bf16_pays_off() else torch.float32
+
+
+BF16_CAPABILITY = (8, 0)  # Ampere: the first GPUs whose tensor cores run bf16
+
+
+def gpu_dtype(capability: tuple[int, int]) -> torch.dtype:
+    """`auto` on a GPU of compute capability `capability` (asked of the instance's own device): bf16 where its
+    tensor cores run it (8.0 and later), else fp16. Not `torch.cuda.is_bf16_supported()`: its default counts
+    emulation, so a T4 (7.5) or V100 (7.0) would answer True and run slow emulated bf16, and it asks the
+    current device, not the instance's."""
+    return torch.bfloat16 if tuple(capability) >= BF16_CAPABILITY else torch.float16
 
 
 def batch_token_budget(requested: int, device: torch.device, dtype: torch.dtype) -> int:

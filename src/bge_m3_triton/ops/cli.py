@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also serve the HTTP gateway (OpenAI, TEI, Cohere, native APIs) on this port; 0: off")
     serve.add_argument("--gateway-arg", action="append", default=[], metavar="ARG",
                        help="pass an argument to bge-m3-gateway, e.g. --gateway-arg=--max-inputs=256")
+    serve.add_argument("--watchdog-seconds", type=float, default=30.0,
+                       help="probe the embed model with a real request this often, and exit non-zero when it stops "
+                            "answering, so a restart policy restarts the server (0: off; docs/reliability.md)")
 
     render = commands.add_parser("render", help="write the rendered model repository and stop")
     _deployment_args(render)
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     options = launcher.ServerOptions(http_port=args.http_port, grpc_port=args.grpc_port,
                                      metrics_port=args.metrics_port, host=args.host, log_verbose=args.log_verbose,
                                      extra_args=list(args.triton_arg), gateway_port=args.gateway_port,
-                                     gateway_args=list(args.gateway_arg))
+                                     gateway_args=list(args.gateway_arg), watchdog_s=args.watchdog_seconds)
     return launcher.serve(deployment, options, args.workdir, source)
 
 

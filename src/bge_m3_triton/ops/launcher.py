@@ -15,11 +15,13 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from bge_m3_triton.core.settings import ENV_OVERRIDES
 from bge_m3_triton.ops.processes import stop_process
 from bge_m3_triton.ops.render import Deployment, render_repository
+from bge_m3_triton.ops.watchdog import Watchdog, embed_served, probe
 from bge_m3_triton.serving.drain import clear_notice, post_notice
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -47,6 +49,7 @@ class ServerOptions:
     extra_args: list[str] = dataclasses.field(default_factory=list)
     gateway_port: int = 0  # 0: no HTTP gateway
     gateway_args: list[str] = dataclasses.field(default_factory=list)
+    watchdog_s: float = 30.0  # probe the embed model this often; exit when it stops answering (0: off)
 
 
 def default_model_repository() -> Path:
@@ -142,7 +145,9 @@ def serve(deployment: Deployment, options: ServerOptions, workdir: Path | None =
         print(f"bge-m3-triton: {ENV_OVERRIDES} is ignored by the launcher: flags and environment variables "
               "are rendered into the served config.pbtxt files", file=sys.stderr)
     clear_notice(repository)
-    processes = [subprocess.Popen(server_command(repository, backends, options), env=env)]
+    # In a process group of its own, so the stubs it leaves behind if it dies can be stopped with it: an
+    # orphaned stub would hold the forward gate of this repository and stall the next server on it.
+    processes = [subprocess.Popen(server_command(repository, backends, options), env=env, start_new_session=True)]
     if options.gateway_port:
         processes.append(subprocess.Popen(gateway_command(options), env=dict(os.environ)))
 
@@ -154,12 +159,36 @@ def serve(deployment: Deployment, options: ServerOptions, workdir: Path | None =
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, forward)
+    dead: list[str] = []
+
+    def stop_dead(reason: str) -> None:  # the watchdog's verdict: stop as on SIGTERM, then exit non-zero
+        dead.append(reason)
+        forward(signal.SIGTERM, None)
+
+    watchdog = _watchdog(deployment, options, stop_dead)
     codes = _wait_first(processes)
+    if watchdog is not None:
+        watchdog.stop()
+    _stop_group(processes[0].pid)
     names = ["tritonserver", "bge-m3-gateway"]
     for name, code in zip(names, codes):
         if code not in (0, -signal.SIGTERM, -signal.SIGINT):
             print(f"bge-m3-triton: {name} exited with code {code}; its log above gives the reason", file=sys.stderr)
+    if dead:
+        print(f"bge-m3-triton: {dead[0]}", file=sys.stderr)
+        return EXIT_MODEL_DEAD
     return next((code for code in codes if code not in (0, -signal.SIGTERM, -signal.SIGINT)), 0)
+
+
+EXIT_MODEL_DEAD = 3
+
+
+def _watchdog(deployment: Deployment, options: ServerOptions, on_dead: Callable[[str], None]) -> Watchdog | None:
+    if not options.watchdog_s or not embed_served(deployment.models()):
+        return None
+    host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
+    url = f"{host}:{options.http_port}"
+    return Watchdog(lambda: probe(url, max(10.0, options.watchdog_s)), options.watchdog_s, on_dead).start()
 
 
 def gateway_command(options: ServerOptions) -> list[str]:
@@ -177,6 +206,14 @@ def _wait_first(processes: list[subprocess.Popen[bytes]], grace_s: float = 30.0)
         except subprocess.TimeoutExpired:
             continue
     return [stop_process(process, grace_s) for process in processes]
+
+
+def _stop_group(pgid: int) -> None:
+    """Kill whatever is left of tritonserver's process group (stubs of a server that crashed)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _link(source: Path, target: Path) -> None:

@@ -90,7 +90,8 @@ class Server:
         command = [sys.executable, "-m", "bge_m3_triton.ops.cli", "serve", "--host", "127.0.0.1",
                    f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
                    f"--metrics-port={self.metrics_port}", *args]
-        self.process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        self._log_file = log.open("wb")  # noqa: SIM115 (closed in `stop`)
+        self.process = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT,
                                         env={**os.environ, **(env or {})})
 
     @property
@@ -129,7 +130,10 @@ class Server:
 
     def stop(self) -> int:
         """SIGTERM, then SIGKILL after 60 s; the exit code."""
-        return stop_process(self.process, 60)
+        try:
+            return stop_process(self.process, 60)
+        finally:
+            self._log_file.close()
 
     def forward_totals(self, model: str = "bge_m3") -> dict[str, float]:
         """The model's `bge_m3_*_total` counters from the server's metrics, summed over their other labels
@@ -215,7 +219,8 @@ class Gateway:
         self.log = log
         command = [sys.executable, "-m", "bge_m3_gateway.cli", "--triton", triton_grpc, "--host", "127.0.0.1",
                    "--port", str(self.port), "--log-level", "warning", *args]
-        self.process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        self._log_file = log.open("wb")  # noqa: SIM115 (closed in `stop`)
+        self.process = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT,
                                         env={**os.environ, **(env or {})})
         self.wait_listening()
 
@@ -236,4 +241,7 @@ class Gateway:
 
     def stop(self) -> int:
         """SIGTERM, then SIGKILL after 30 s; the exit code."""
-        return stop_process(self.process, 30)
+        try:
+            return stop_process(self.process, 30)
+        finally:
+            self._log_file.close()

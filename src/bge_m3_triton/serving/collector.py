@@ -47,7 +47,14 @@ from bge_m3_triton.core.batching import Interrupted
 from bge_m3_triton.core.settings import ModelSettings
 from bge_m3_triton.serving.drain import NoticeWatcher, repository_of
 from bge_m3_triton.serving.params import InvalidRequest
-from bge_m3_triton.serving.triton_glue import BatchExecutor, Outputs, RequestView, forward_gate, max_batch_size
+from bge_m3_triton.serving.triton_glue import (
+    METRIC_LOCK,
+    BatchExecutor,
+    Outputs,
+    RequestView,
+    forward_gate,
+    max_batch_size,
+)
 
 LOG = logging.getLogger(__name__)
 SEND_THREADS = 4
@@ -431,14 +438,16 @@ class _ForwardMetrics:
 
     def count(self, requests: int, texts: int, forward_s: float, answer_s: float) -> None:
         if requests and self._counters:
-            for counter, value in zip(self._counters, (1, requests, texts, forward_s, answer_s)):
-                counter.increment(value)
+            with METRIC_LOCK:
+                for counter, value in zip(self._counters, (1, requests, texts, forward_s, answer_s)):
+                    counter.increment(value)
 
     def in_model(self, change: int) -> None:
         """Requests came in (`change` > 0) or left. By increments, not `set`: the instances of a model share
         one series, and each adds its own."""
         if self._gauge is not None and change:
-            self._gauge.increment(change)
+            with METRIC_LOCK:
+                self._gauge.increment(change)
 
     def queued(self, seconds: Iterable[float]) -> None:
         self._observe(self._queue, seconds)
@@ -449,5 +458,6 @@ class _ForwardMetrics:
     @staticmethod
     def _observe(histogram: Any, seconds: Iterable[float]) -> None:
         if histogram is not None:
-            for value in seconds:
-                histogram.observe(value)
+            with METRIC_LOCK:
+                for value in seconds:
+                    histogram.observe(value)

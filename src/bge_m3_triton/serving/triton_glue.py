@@ -25,6 +25,10 @@ from bge_m3_triton.serving.forward_gate import ForwardGate
 from bge_m3_triton.serving.params import InvalidRequest, RequestParams
 
 LOG = logging.getLogger(__name__)
+# The Python backend's custom metrics are not safe to update from two threads of a stub at once: each
+# update is a message to the Triton process, and concurrent ones crashed it (signal 11 in
+# libtriton_python.so, Triton 2.51). Every metric update of this process holds this lock.
+METRIC_LOCK = threading.Lock()
 Job = TypeVar("Job")
 Outputs = dict[str, np.ndarray]
 
@@ -201,7 +205,7 @@ class BatchExecutor(Generic[Job]):
     def _count(self, code: str) -> None:
         if self._error_family is None:
             return
-        with self._lock:  # the collector's forward thread and `execute` both answer with errors
+        with self._lock, METRIC_LOCK:  # the forward thread, the senders and `execute` all answer with errors
             if code not in self._errors:
                 self._errors[code] = self._error_family.Metric(labels={"model": self.model_name,
                                                                         "code": code.lower()})
