@@ -90,7 +90,7 @@ class Server:
         command = [sys.executable, "-m", "bge_m3_triton.ops.cli", "serve", "--host", "127.0.0.1",
                    f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
                    f"--metrics-port={self.metrics_port}", *args]
-        self._log_file = log.open("wb")  # noqa: SIM115 (closed in `stop`)
+        self._log_file = log.open("wb")
         self.process = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT,
                                         env={**os.environ, **(env or {})})
 
@@ -219,7 +219,7 @@ class Gateway:
         self.log = log
         command = [sys.executable, "-m", "bge_m3_gateway.cli", "--triton", triton_grpc, "--host", "127.0.0.1",
                    "--port", str(self.port), "--log-level", "warning", *args]
-        self._log_file = log.open("wb")  # noqa: SIM115 (closed in `stop`)
+        self._log_file = log.open("wb")
         self.process = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT,
                                         env={**os.environ, **(env or {})})
         self.wait_listening()
