@@ -17,11 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from common import benchmark_checkpoint, embed_server, machine, parser, publish, work_folder  # noqa: E402
-from run import perf_analyzer_env, run_perf_analyzer, workloads  # noqa: E402
+from perf.common import benchmark_checkpoint, embed_server, machine, parser, publish, work_folder
+from perf.run import perf_analyzer_env, run_perf_analyzer, workloads
 
 
 def run_job(corpus: Path, url: str, out: Path, concurrency: int, batch_size: int) -> dict[str, float]:

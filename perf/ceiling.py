@@ -15,10 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from common import benchmark_checkpoint, machine  # noqa: E402
+from perf.common import benchmark_checkpoint, machine
 
 ROWS = (1024, 2048, 4096)  # rows of one sub-batch: the padded-token budgets the server runs; the best counts
 

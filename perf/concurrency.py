@@ -19,15 +19,11 @@ import shlex
 import statistics
 import sys
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from ceiling import for_checkpoint  # noqa: E402
-from common import benchmark_checkpoint, embed_server, machine, parser, publish, work_folder  # noqa: E402
-from corpus import make_texts  # noqa: E402
-from run import perf_analyzer_env, run_perf_analyzer, workloads  # noqa: E402
+from perf.ceiling import for_checkpoint
+from perf.common import benchmark_checkpoint, embed_server, machine, parser, publish, work_folder
+from perf.corpus import make_texts
+from perf.run import perf_analyzer_env, run_perf_analyzer, workloads
 
 
 def core_rate(model: object, texts: list[str], seconds: float, per_call: int = 8) -> float:

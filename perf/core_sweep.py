@@ -19,13 +19,9 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from common import benchmark_checkpoint, machine, parser, publish  # noqa: E402
+from perf.common import benchmark_checkpoint, machine, parser, publish
 
 KINDS = (("matmul (Linear)", ("addmm", "mm", "linear", "matmul", "bmm", "onednn", "mkldnn", "quantized")),
          ("attention (SDPA)", ("attention", "sdpa", "flash", "softmax", "baddbmm")),

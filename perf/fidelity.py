@@ -22,15 +22,11 @@ import dataclasses
 import datetime
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from common import REPO, benchmark_checkpoint, machine, parser, publish  # noqa: E402
+from perf.common import REPO, benchmark_checkpoint, machine, parser, publish
 
 Output = tuple[np.ndarray, dict[int, float], np.ndarray]  # dense, sparse {id: weight}, ColBERT vectors
 

@@ -19,12 +19,10 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(HERE))
+from perf.common import benchmark_checkpoint, embed_server, machine, parser, publish, work_folder
+from perf.corpus import make_texts
 
-from common import benchmark_checkpoint, embed_server, machine, parser, publish, work_folder  # noqa: E402
-from corpus import make_texts  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 Send = Callable[[str], Awaitable[None]]
 

@@ -18,16 +18,12 @@ import datetime
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import noise  # noqa: E402
-from common import benchmark_checkpoint, embed_server, machine, parser, publish, work_folder  # noqa: E402
-from corpus import make_texts  # noqa: E402
-from run import perf_analyzer_env, run_perf_analyzer, workloads  # noqa: E402
+from perf import noise
+from perf.common import benchmark_checkpoint, embed_server, machine, parser, publish, work_folder
+from perf.corpus import make_texts
+from perf.run import perf_analyzer_env, run_perf_analyzer, workloads
 
 BLOCK, ROUNDS = 20, 6
 

@@ -17,12 +17,8 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from common import machine, parser  # noqa: E402
+from perf.common import machine, parser
 
 ROWS, HIDDEN, FFN = 256, 1024, 4096  # an FFN-up Linear of the encoder on a 256-token batch
 

@@ -25,13 +25,12 @@ import threading
 import time
 from pathlib import Path
 
+from perf.ceiling import Ceiling, for_checkpoint
+from perf.common import benchmark_checkpoint, machine
+from perf.corpus import make_texts
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(HERE))
-
-from ceiling import Ceiling, for_checkpoint  # noqa: E402
-from common import benchmark_checkpoint, machine  # noqa: E402
-from corpus import make_texts  # noqa: E402
 
 
 @dataclasses.dataclass

@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh test
-exec .venv/bin/python perf/run.py "$@"
+exec .venv/bin/python -m perf throughput "$@"

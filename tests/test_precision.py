@@ -3,17 +3,14 @@ README documents, measured against the fp32 server on the same tiny checkpoint."
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Server, start_server
+from conftest import Server, start_server
 from reference import TEXTS
 
 from bge_m3_client import BGEM3Client
-
-sys.path.insert(0, str(REPO / "perf"))
-import fidelity
+from perf import fidelity
 
 # Lower bounds on the tiny random checkpoint (hidden size 32), under what was measured there
 # (bf16: dense 0.99998, ColBERT 0.99992, weighted overlap 0.9974; int8: 1.0, 1.0, 0.9998).

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 from conftest import Server
 
 pytestmark = pytest.mark.server
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-
 
 def test_hybrid_search_in_qdrant(server: Server) -> None:
-    import qdrant_hybrid
+    from examples import qdrant_hybrid
 
     passages = ["BGE M3 is a multilingual embedding model.", "Paris is the capital of France.",
                 "東京は日本の首都です。", "Dense, sparse and multi-vector retrieval in one model."]

@@ -3,7 +3,7 @@
 glibc's malloc serves large blocks (the feed-forward activations: 16 MB for 2,048 bf16 tokens of a
 4,096-wide layer) with `mmap` and trims the heap top when they are freed, so every forward pass
 page-faults its activations in again: ~25,000 minor faults (100 MB zeroed) per 8-passage pass of the
-6-layer model, 3% of its time (perf/allocator.py). Raising the trim threshold and pinning the
+6-layer model, 3% of its time (docs/decisions/006-allocator.md). Raising the trim threshold and pinning the
 mmap threshold at glibc's own upper limit keeps freed blocks in the heap for the next pass, as jemalloc
 or tcmalloc would, without preloading a library into Triton's stub process. Resident memory then stays
 at the peak of a pass instead of dropping back between passes.

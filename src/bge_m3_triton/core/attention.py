@@ -2,8 +2,9 @@
 
 Why: on CPUs without AMX, torch's CPU flash-attention kernel does its bf16 GEMMs with MKL's
 `GEMM_BF16BF16F32`, which on AMD EPYC runs at a fraction of oneDNN's bf16 kernels; oneDNN Graph's fused
-attention (TorchScript's LLGA fuser) ran 1.4-2.2x faster at the server's bf16 shapes (perf/attention.py).
-In fp32 the model ran no faster with it, nor with AMX, so `auto` takes it for bf16 on CPUs without AMX only.
+attention (TorchScript's LLGA fuser) ran 1.4-2.2x faster at the server's bf16 shapes. In fp32 the model ran
+no faster with it, nor with AMX, so `auto` takes it for bf16 on CPUs without AMX only
+(docs/decisions/005-fused-attention.md).
 
 How, for a right-padded padding mask (what the encoder gets; anything else goes to SDPA): every row
 is attended alone, over its own tokens, so a text's attention does not depend on the others in its
