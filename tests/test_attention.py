@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bge_m3_triton.core import attention, devices
+from bge_m3_triton.core import attention
 
 HEADS, HEAD_DIM = 2, 16  # the tiny checkpoint's layout
 
@@ -64,15 +64,6 @@ def test_lengths_are_read_only_from_a_right_padded_padding_mask() -> None:
     assert attention._prefix_lengths(mask.float(), 3, 8) is None  # an additive mask
     causal = mask & torch.ones(8, 8, dtype=torch.bool).tril()
     assert attention._prefix_lengths(causal, 3, 8) is None  # keys differ by query
-
-
-def test_wanted_follows_the_setting_device_and_dtype() -> None:
-    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    assert not attention.wanted("sdpa", cpu, torch.bfloat16)
-    assert not attention.wanted("onednn-graph", cuda, torch.bfloat16)
-    assert attention.wanted("onednn-graph", cpu, torch.float32)
-    assert not attention.wanted("auto", cpu, torch.float32)
-    assert attention.wanted("auto", cpu, torch.bfloat16) == (not devices.cpu_uses_amx())
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -42,7 +42,8 @@ def write_jsonl(path: Path, docs: list[dict[str, Any]]) -> Path:
 
 def cli(tmp: Path, *args: str) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "bge_m3_client.cli", "embed", *args]
-    return subprocess.Popen(command, stdout=(tmp / "stdout.txt").open("wb"), stderr=(tmp / "stderr.txt").open("wb"))
+    with (tmp / "stdout.txt").open("wb") as stdout, (tmp / "stderr.txt").open("wb") as stderr:
+        return subprocess.Popen(command, stdout=stdout, stderr=stderr)  # the child keeps its own descriptors
 
 
 def assert_matches_encode(server: Server, docs: list[dict[str, Any]], rows: dict[str, dict[str, Any]],

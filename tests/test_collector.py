@@ -13,7 +13,8 @@ import pytest
 from fake_pb_utils import Request, texts
 
 from bge_m3_triton.core.batching import Interrupted
-from bge_m3_triton.serving.collector import Collector, load_off_main_thread
+from bge_m3_triton.serving.collector import Collector
+from bge_m3_triton.serving.instance import off_main_thread
 from bge_m3_triton.serving.params import InvalidRequest
 from bge_m3_triton.serving.triton_glue import BatchExecutor, Outputs, RequestView
 
@@ -275,10 +276,10 @@ def test_requests_after_close_are_refused_not_lost(gate: threading.Lock) -> None
 
 def test_loading_runs_on_a_thread_that_then_exits() -> None:
     seen: list[threading.Thread] = []
-    assert load_off_main_thread(lambda: seen.append(threading.current_thread()) or 42) == 42
+    assert off_main_thread(lambda: seen.append(threading.current_thread()) or 42) == 42
     assert seen[0] is not threading.current_thread() and not seen[0].is_alive()
     with pytest.raises(ValueError, match="bad checkpoint"):
-        load_off_main_thread(lambda: (_ for _ in ()).throw(ValueError("bad checkpoint")))
+        off_main_thread(lambda: (_ for _ in ()).throw(ValueError("bad checkpoint")))
 
 
 def test_the_drain_window_answers_every_request_then_stops_the_forward_pass(gate: threading.Lock) -> None:

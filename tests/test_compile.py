@@ -3,7 +3,6 @@ same numbers as eager within float rounding, and no compiling after start."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -45,36 +44,6 @@ def test_compiled_cross_encoder_scores_as_eager(reranker_checkpoint: Path) -> No
                                                compile="inductor"))
     pairs = eager.pair_ids(["what is bge m3?"] * 3, TEXTS[:3], 512, 512)
     np.testing.assert_allclose(compiled.score(pairs, [False] * 3), eager.score(pairs, [False] * 3), atol=1e-5)
-
-
-def test_compile_is_refused_where_it_does_not_run(caplog: pytest.LogCaptureFixture) -> None:
-    cpu, bf16 = torch.device("cpu"), torch.bfloat16
-    assert compiling.wanted("inductor", cpu, "bfloat16", bf16) and not compiling.wanted("off", cpu, "bfloat16", bf16)
-    with caplog.at_level(logging.WARNING):
-        assert not compiling.wanted("inductor", cpu, "int8", torch.float32)
-        assert not compiling.wanted("inductor", torch.device("cuda", 0), "auto", bf16)
-    assert "running eager" in caplog.text
-
-
-def test_compile_auto_takes_inductor_for_bf16_with_amx_and_a_compiler(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    """`auto` compiles bf16 on CPUs whose oneDNN uses AMX, where there is a C++ compiler; else eager, and
-    without a compiler it says so in the log."""
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(devices, "cpu_uses_amx", lambda: True)
-    monkeypatch.setattr(compiling, "cpp_compiler", lambda: "g++")
-    assert compiling.wanted("auto", cpu, "auto", torch.bfloat16)
-    assert compiling.wanted("auto", cpu, "bfloat16", torch.bfloat16)
-    assert not compiling.wanted("auto", cpu, "float32", torch.float32)
-    assert not compiling.wanted("auto", cpu, "int8", torch.float32)
-    assert not compiling.wanted("auto", torch.device("cuda", 0), "auto", torch.bfloat16)
-    monkeypatch.setattr(devices, "cpu_uses_amx", lambda: False)
-    assert not compiling.wanted("auto", cpu, "bfloat16", torch.bfloat16)
-    monkeypatch.setattr(devices, "cpu_uses_amx", lambda: True)
-    monkeypatch.setattr(compiling, "cpp_compiler", lambda: None)
-    with caplog.at_level(logging.INFO, logger=compiling.LOG.name):
-        assert not compiling.wanted("auto", cpu, "bfloat16", torch.bfloat16)
-    assert "no C++ compiler" in caplog.text
 
 
 def test_cpp_compiler_is_found_or_none(monkeypatch: pytest.MonkeyPatch) -> None:

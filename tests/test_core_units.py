@@ -141,8 +141,8 @@ def test_auto_dtype_asks_the_runtime_not_only_the_cpu_flags(monkeypatch: pytest.
 
 
 def test_auto_dtype_takes_bf16_only_where_it_multiplies_faster(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Native bf16 that multiplies slower than fp32 (a Sapphire Rapids without AMX enabled: ~0.7x) stays fp32;
-    the probe itself times real matmuls and reports both rates."""
+    """Native bf16 that multiplies slower than fp32 (a Sapphire Rapids without AMX enabled: ~0.7x) stays fp32,
+    through the whole path a tool takes (`resolve_dtype`: the machine's facts, then the plan)."""
     import torch
 
     from bge_m3_triton.core import devices
@@ -153,9 +153,6 @@ def test_auto_dtype_takes_bf16_only_where_it_multiplies_faster(monkeypatch: pyte
         monkeypatch.setattr(devices, "_bf16_speedup", lambda threads, s=speedup: (s, (300.0, 300.0 * s)))
         assert devices.resolve_dtype("auto", torch.device("cpu")) == expected, speedup
         assert devices.resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16  # asked for: no probe
-    monkeypatch.undo()
-    speedup, (fp32, bf16) = devices._bf16_speedup(torch.get_num_threads())
-    assert fp32 > 1 and bf16 > 0 and speedup == pytest.approx(bf16 / fp32)
 
 
 def test_runtime_bf16_check_follows_the_isa_cap() -> None:
@@ -170,18 +167,12 @@ def test_runtime_bf16_check_follows_the_isa_cap() -> None:
     assert capped.stdout.strip() == "False"
 
 
-def test_token_budget_follows_device_and_dtype(m3_checkpoint: Path) -> None:
-    """`max_batch_tokens: 0` picks the budget measured fastest for the device and dtype; a set one stays."""
-    from bge_m3_triton.core import devices
+def test_the_plans_token_budget_is_what_the_model_runs_with(m3_checkpoint: Path) -> None:
+    """The budget the runtime plan picks (its decision table: tests/test_plan.py) is the one loading carries out."""
     from bge_m3_triton.core.m3 import M3Model
     from bge_m3_triton.core.settings import ModelSettings
 
-    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
-    assert devices.batch_token_budget(0, cpu, torch.bfloat16) == 2048
-    assert devices.batch_token_budget(0, cpu, torch.float32) == 1024  # fp32, and int8 (which computes in fp32)
-    assert devices.batch_token_budget(0, gpu, torch.bfloat16) == 4096
-    assert devices.batch_token_budget(512, cpu, torch.bfloat16) == 512
-    model = M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype="float32", device="cpu"))
+    model = M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype="float32", device="cpu", compile="off"))
     assert model.settings.max_batch_tokens == 1024
     quantized = M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype="int8", device="cpu"))
     assert quantized.settings.max_batch_tokens == 1024
@@ -229,18 +220,11 @@ def test_kept_heap_stops_page_faulting_a_forward_pass_sized_buffer() -> None:
     assert default > 8000 and kept * 10 < default, (default, kept)
 
 
-@pytest.mark.parametrize(("capability", "dtype"), [
-    ((7, 0), torch.float16), ((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((8, 6), torch.bfloat16),
-    ((8, 9), torch.bfloat16), ((9, 0), torch.bfloat16), ((10, 0), torch.bfloat16), ((6, 1), torch.float16)])
-def test_gpu_auto_dtype_follows_the_compute_capability(capability: tuple[int, int], dtype: torch.dtype) -> None:
-    """V100 7.0 and T4 7.5 have no bf16 tensor cores: fp16 there; A100 8.0, A10/L4 8.6/8.9, H100 9.0: bf16."""
-    from bge_m3_triton.core.devices import gpu_dtype
-
-    assert gpu_dtype(capability) is dtype
-
-
-def test_gpu_auto_dtype_asks_the_instances_own_device(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gpu_facts_come_from_the_instances_own_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compute capability the plan decides by is the instance's device's (not the current device's)."""
     from bge_m3_triton.core import devices
+    from bge_m3_triton.core.plan import MachineFacts
+    from bge_m3_triton.core.settings import ModelSettings
 
     asked: list[torch.device] = []
 
@@ -248,8 +232,8 @@ def test_gpu_auto_dtype_asks_the_instances_own_device(monkeypatch: pytest.Monkey
         asked.append(device)
         return {0: (7, 5), 1: (9, 0)}[device.index]
 
+    monkeypatch.setattr(devices, "resolve_device", lambda name: torch.device(name))
     monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what the old check believed
-    assert devices.resolve_dtype("auto", torch.device("cuda:0")) is torch.float16
-    assert devices.resolve_dtype("auto", torch.device("cuda:1")) is torch.bfloat16
+    facts = [MachineFacts.gather(ModelSettings(model="/m"), device) for device in ("cuda:0", "cuda:1")]
+    assert [f.gpu_capability for f in facts] == [(7, 5), (9, 0)]
     assert asked == [torch.device("cuda:0"), torch.device("cuda:1")]

@@ -4,6 +4,7 @@ and the container's environment renders the same model configuration as the laun
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 import subprocess
 import sys
@@ -107,3 +108,24 @@ def test_container_environment_renders_like_the_launcher_flags(tmp_path: Path) -
     from_flags = render_repository(REPO / "model_repository", tmp_path / "flags", deployment_from_args(args))
     for name in ("bge_m3", "bge_m3_rerank", "bge_reranker"):
         assert (from_env / name / "config.pbtxt").read_text() == (from_flags / name / "config.pbtxt").read_text()
+
+
+@pytest.mark.parametrize(("device", "gpus"), [("cuda:1", [1]), ("cuda", []), ("cuda:0", [0])])
+def test_gpu_device_means_the_hosts_gpu_inside_compose(tmp_path: Path, device: str, gpus: list[int]) -> None:
+    """`GPU_DEVICE` picks the same GPU inside the container as on the host: the service is given every GPU,
+    in the host's order (not a count of one, which would renumber the chosen GPU 0), and the rendered
+    config names the host's index (`cuda`: no index, every GPU)."""
+    import os
+
+    result = subprocess.run([docker_compose(), "-f", str(REPO / "docker-compose.yml"), "config", "--format", "json"],
+                            capture_output=True, text=True, cwd=REPO, env={**os.environ, "GPU_DEVICE": device})
+    assert result.returncode == 0, result.stderr
+    service = yaml.safe_load(result.stdout)["services"]["triton"]
+    reservation = service["deploy"]["resources"]["reservations"]["devices"][0]
+    assert reservation.get("count") in ("all", -1) and not reservation.get("device_ids")
+    assert service["environment"]["GPU_DEVICE"] == device
+    rendered = render_repository(REPO / "model_repository", tmp_path / "repo",
+                                 deployment_from_env({k: str(v) for k, v in service["environment"].items()}))
+    config = (rendered / "bge_m3" / "config.pbtxt").read_text()
+    assert "KIND_GPU" in config
+    assert [int(g) for g in re.findall(r"gpus: (\d+)", config)] == gpus

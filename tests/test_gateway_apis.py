@@ -7,6 +7,8 @@ scores exactly as the client returns them.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
+from typing import Any
 
 import cohere
 import httpx
@@ -26,8 +28,24 @@ DOCS = ["BGE M3 supports dense, sparse and multi-vector retrieval.", "Paris is t
 QUERY = "which model gives dense and sparse vectors?"
 
 
+_OPEN: list[Any] = []  # clients a test opened: closed after it (an unclosed socket is a ResourceWarning, an error)
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
+def opened(client: Any) -> Any:
+    """`client` (httpx, the openai or cohere SDK), closed after the test."""
+    _OPEN.append(client)
+    return client
+
+
 def http(gateway: Gateway) -> httpx.Client:
-    return httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {GATEWAY_KEY}"}, timeout=60)
+    return opened(httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {GATEWAY_KEY}"}, timeout=60))
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +55,7 @@ def client(server: Server) -> BGEM3Client:
 
 
 def test_openai_sdk_float_and_base64(gateway: Gateway, client: BGEM3Client) -> None:
-    sdk = openai.OpenAI(base_url=gateway.url + "/v1", api_key=GATEWAY_KEY)
+    sdk = opened(openai.OpenAI(base_url=gateway.url + "/v1", api_key=GATEWAY_KEY))
     expected = client.encode(NONEMPTY, is_passage=True, return_sparse=False)
     for encoding in ("float", "base64"):
         response = sdk.embeddings.create(model="bge-m3", input=NONEMPTY, encoding_format=encoding)
@@ -56,13 +74,13 @@ def test_openai_sdk_float_and_base64(gateway: Gateway, client: BGEM3Client) -> N
 
 
 def test_openai_sdk_errors(gateway: Gateway) -> None:
-    sdk = openai.OpenAI(base_url=gateway.url + "/v1", api_key=GATEWAY_KEY, max_retries=0)
+    sdk = opened(openai.OpenAI(base_url=gateway.url + "/v1", api_key=GATEWAY_KEY, max_retries=0))
     with pytest.raises(openai.BadRequestError, match="check_embedding_ctx_length=False"):
         sdk.embeddings.create(model="bge-m3", input=[[101, 2023, 102]])
     with pytest.raises(openai.BadRequestError, match="Matryoshka"):
         sdk.embeddings.create(model="bge-m3", input="x", dimensions=16)
     with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=gateway.url + "/v1", api_key="wrong", max_retries=0).embeddings.create(
+        opened(openai.OpenAI(base_url=gateway.url + "/v1", api_key="wrong", max_retries=0)).embeddings.create(
             model="bge-m3", input="x")
 
 
@@ -75,7 +93,7 @@ def test_query_mode_extension(gateway: Gateway, client: BGEM3Client) -> None:
 
 
 def test_cohere_sdk_rerank(gateway: Gateway, client: BGEM3Client) -> None:
-    sdk = cohere.ClientV2(api_key=GATEWAY_KEY, base_url=gateway.url)
+    sdk = cohere.ClientV2(api_key=GATEWAY_KEY, base_url=gateway.url, httpx_client=opened(httpx.Client(timeout=60)))
     response = sdk.rerank(model="bge-reranker", query=QUERY, documents=DOCS, top_n=3)
     expected = client.rerank(QUERY, DOCS, top_n=3)  # the cross-encoder is deployed: it is the default
     assert [(r.index, r.relevance_score) for r in response.results] == expected
@@ -167,7 +185,7 @@ def test_seed_sketch_routes(gateway: Gateway, client: BGEM3Client) -> None:
 
 
 def test_health_metrics_and_docs(gateway: Gateway) -> None:
-    open_client = httpx.Client(base_url=gateway.url)  # no API key: these are open
+    open_client = opened(httpx.Client(base_url=gateway.url))  # no API key: these are open
     assert open_client.get("/health").json() == {"status": "ok"}
     assert open_client.get("/openapi.json").json()["paths"].keys() >= {"/v1/embeddings", "/embed", "/v2/rerank",
                                                                         "/v1/m3/embed", "/embeddings/"}

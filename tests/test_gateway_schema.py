@@ -3,6 +3,7 @@ generated requests for every operation (tests/gateway_fuzz.py), and what the sch
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ SCHEMA = schemathesis.openapi.from_asgi("/openapi.json", APP)
 
 
 @pytest.mark.parametrize(("path", "method"), operations(SCHEMA))
-@settings(max_examples=60, deadline=None, database=None,
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")), deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_every_operation_answers_any_input_as_its_schema_says(path: str, method: str, data: st.DataObject) -> None:

@@ -65,15 +65,6 @@ def test_precision_serves_within_its_bounds(server: Server, tmp_path: Path, m3_c
         assert figures[name] >= bound, (name, figures[name])
 
 
-def test_int8_is_refused_on_a_gpu_device() -> None:
-    import torch
-
-    from bge_m3_triton.core.devices import resolve_dtype
-
-    with pytest.raises(ValueError, match="CPU only"):
-        resolve_dtype("int8", torch.device("cuda", 0))
-
-
 def test_int8_keeps_the_feed_forward_outputs_in_fp32(m3_checkpoint: Path) -> None:
     """Every Linear but the FFN output projections runs the int8 kernel (README: why)."""
     import torch

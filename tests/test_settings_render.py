@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fake_pb_utils import REPO
 from tritonclient.grpc import model_config_pb2 as mc
 
 from bge_m3_triton.core.settings import (
-    BY_NAME,
     MAX_BATCH_SIZE,
     SETTINGS,
     STRUCTURAL,
@@ -22,7 +20,7 @@ from bge_m3_triton.core.settings import (
 )
 from bge_m3_triton.ops.cli import build_parser, deployment_from_args
 from bge_m3_triton.ops.render import Deployment, deployment_from_env, load_config, render_repository
-from bge_m3_triton.serving.triton_glue import settings_from_args
+from bge_m3_triton.serving.instance import computing_instances, instance_device, settings_from_args
 
 PARAMETERS = {"model": "/m", "dtype": "float32", "query_max_length": "64"}
 
@@ -55,8 +53,10 @@ def test_shipped_configs_hold_the_tables_defaults() -> None:
     for setting in (s for s in SETTINGS if s.name != "reranker"):
         for name in setting.models:
             config = load_config(REPO / "model_repository" / name / "config.pbtxt")
-            shipped = {MAX_BATCH_SIZE: config.max_batch_size,
-                       "instance_count": config.instance_group[0].count, "instance_kind": "cpu"}
+            group = config.instance_group[0]
+            gpu = f"cuda:{group.gpus[0]}" if group.gpus else "cuda"
+            shipped = {MAX_BATCH_SIZE: config.max_batch_size, "instance_count": group.count,
+                       "instance_kind": "cpu" if group.kind == mc.ModelInstanceGroup.KIND_CPU else gpu}
             if setting.target in STRUCTURAL:
                 value = shipped[setting.target]
             else:
@@ -74,10 +74,12 @@ def test_the_weight_holding_models_leave_batching_to_their_collector(tmp_path: P
     assert not config.HasField("dynamic_batching") and config.parameters["max_queue_size"].string_value == "3"
 
 
-def test_model_settings_take_the_tables_defaults() -> None:
-    for field, value in vars(ModelSettings()).items():
-        if field in BY_NAME and BY_NAME[field].target not in STRUCTURAL:
-            assert value == BY_NAME[field].default, field
+def test_every_model_parameter_is_a_field_and_every_field_a_parameter() -> None:
+    """A setting that lands in config.pbtxt's parameters is read by `ModelSettings`, and every field it has
+    comes from the table (but `device`, which the Triton instance decides): declared once, nowhere else."""
+    fields = {f.name for f in dataclasses.fields(ModelSettings)}
+    targets = {s.target for s in SETTINGS if s.target not in STRUCTURAL}
+    assert targets == fields - {"device"}
 
 
 def test_readme_configuration_table_is_the_generated_one() -> None:
@@ -96,9 +98,13 @@ def test_bad_parameters_are_named(parameters: dict[str, str], message: str) -> N
 
 def test_triton_args_pick_the_instance_device() -> None:
     config = json.dumps({"parameters": {"model": {"string_value": "/m"}}})
-    gpu = settings_from_args({"model_config": config, "model_name": "bge_m3",
-                              "model_instance_kind": "GPU", "model_instance_device_id": "1"}, env={})
-    assert gpu.device == "cuda:1"
+    args = {"model_config": config, "model_name": "bge_m3", "model_instance_kind": "GPU",
+            "model_instance_device_id": "1"}
+    settings = settings_from_args(args, env={})
+    assert settings.device == "auto"  # as configured; the instance's device is a fact of the plan
+    assert instance_device(args, settings) == "cuda:1"
+    assert instance_device({**args, "model_instance_kind": "CPU"}, settings) == "cpu"
+    assert instance_device(args, dataclasses.replace(settings, device="cuda")) == "cuda:0"
 
 
 def test_every_shipped_config_parses_and_its_parameters_are_known() -> None:
@@ -127,20 +133,17 @@ def test_render_applies_a_deployment(tmp_path: Path) -> None:
     assert (target / "bge_m3" / "1" / "model.py").is_file()
 
 
-@pytest.mark.parametrize(("count", "slots", "threads", "expected"), [
-    (2, "1", "0", lambda cores: cores),              # one computes at a time: all cores
-    (2, "0", "0", lambda cores: max(1, cores // 2)),  # unlimited: the cores split between the instances
-    (4, "2", "0", lambda cores: max(1, cores // 2)),
-    (2, "1", "3", lambda cores: 3),                   # set explicitly: kept
+@pytest.mark.parametrize(("count", "slots", "computing"), [
+    (2, "1", 1),  # one computes at a time
+    (2, "0", 2),  # unlimited: every instance
+    (4, "2", 2),
+    (1, "0", 1),
 ])
-def test_cpu_threads_follow_the_forward_slots(count: int, slots: str, threads: str, expected: Any) -> None:
+def test_instances_computing_at_once_follow_the_forward_slots(count: int, slots: str, computing: int) -> None:
     config = json.dumps({"instance_group": [{"count": count, "kind": "KIND_CPU"}],
-                         "parameters": {"forward_slots": {"string_value": slots},
-                                        "torch_threads": {"string_value": threads}}})
-    settings = settings_from_args({"model_config": config, "model_name": "bge_m3", "model_instance_kind": "CPU"},
-                                  env={})
-    assert settings.device == "cpu"
-    assert settings.torch_threads == expected(len(os.sched_getaffinity(0)))
+                         "parameters": {"forward_slots": {"string_value": slots}}})
+    args = {"model_config": config, "model_name": "bge_m3", "model_instance_kind": "CPU"}
+    assert computing_instances(args, settings_from_args(args, env={})) == computing
 
 
 def test_rendered_cpu_deployment_keeps_thread_choice_to_the_stub(tmp_path: Path) -> None:

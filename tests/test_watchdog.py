@@ -12,9 +12,16 @@ from bge_m3_client import InferenceError, RequestRejectedError, RequestTimeoutEr
 from bge_m3_triton.ops import watchdog as wd
 
 
-def run(outcomes: list[Exception | None], misses: int = 3) -> tuple[list[str], int]:
-    """Run a watchdog over scripted probe outcomes (fast: a 1 ms interval); what it said, and probes used."""
+def run(outcomes: list[Exception | None], misses: int = 3, ready_after: int = 0) -> tuple[list[str], int]:
+    """Run a watchdog over scripted probe outcomes (fast: a 1 ms interval), Triton saying the model is ready
+    after `ready_after` asks; what it said, and probes used."""
     script: Iterator[Exception | None] = iter(outcomes)
+    asked = [0]
+
+    def ready() -> bool:
+        asked[0] += 1
+        return asked[0] > ready_after
+
     used = [0]
     finished = threading.Event()
     said: list[str] = []
@@ -27,22 +34,28 @@ def run(outcomes: list[Exception | None], misses: int = 3) -> tuple[list[str], i
             finished.set()
             return None
 
-    dog = wd.Watchdog(check, 0.001, lambda reason: (said.append(reason), finished.set()), misses).start()
+    dog = wd.Watchdog(check, ready, 0.001, lambda reason: (said.append(reason), finished.set()), misses).start()
     assert finished.wait(30)
     dog.stop()
     return said, used[0]
 
 
-def test_three_misses_in_a_row_after_an_answer_stop_the_server() -> None:
+def test_three_misses_in_a_row_once_ready_stop_the_server() -> None:
+    """A stub that dies before any probe answered still counts: readiness arms the watchdog, not an answer."""
     dead = InferenceError("Stub process 'bge_m3_0_0' is not healthy.")
-    said, used = run([None, dead, dead, dead, None])
-    assert len(said) == 1 and "stopped answering" in said[0] and "not healthy" in said[0] and used == 4
+    said, used = run([dead, dead, dead, None], ready_after=5)
+    assert len(said) == 1 and "stopped answering" in said[0] and "not healthy" in said[0] and used == 3
 
 
-def test_misses_before_the_first_answer_or_between_answers_do_not() -> None:
-    dead = InferenceError("not loaded yet")
-    said, _ = run([dead, dead, dead, dead, None, dead, dead, None, dead, dead])
+def test_misses_broken_by_an_answer_do_not() -> None:
+    dead = InferenceError("a passing failure")
+    said, _ = run([dead, dead, None, dead, dead, None, dead, dead])
     assert said == []
+
+
+def test_nothing_is_probed_before_the_model_is_ready() -> None:
+    said, used = run([], ready_after=20)
+    assert said == [] and used == 1  # the script's end (one probe) only once ready
 
 
 class FakeClient:

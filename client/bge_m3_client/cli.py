@@ -117,9 +117,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def _peak_rss_mib() -> float:
     """This process's peak resident memory (Linux reports KiB, macOS bytes)."""
@@ -127,3 +124,8 @@ def _peak_rss_mib() -> float:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bge_m3_gateway.backend import EMBED_NAME
 from bge_m3_gateway.errors import ApiError
 from bge_m3_gateway.routes.common import JSON, backend, check_dimensions, served, settings, text_list
-from bge_m3_gateway.schemas import Count, EmbeddingsResponse, FilledTexts, ModelList, responses
+from bge_m3_gateway.schemas import Count, EmbeddingsResponse, FilledTexts, ModelList, Text, responses
 
 router = APIRouter(tags=["OpenAI"])
 
@@ -22,7 +22,7 @@ class EmbeddingsRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     input: FilledTexts = Field(description="a string or a list of strings (token-id lists are refused)")
-    model: str | None = Field(default=None, description="echoed back; any name is served by BGE-M3")
+    model: Text | None = Field(default=None, description="echoed back; any name is served by BGE-M3")
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: Count | None = Field(default=None, description="only the model's width (1024 for BGE-M3)")
     input_type: Literal["query", "passage"] = Field(

@@ -26,7 +26,7 @@ class RerankRequest(BaseModel):
     documents: Annotated[list[Any], WithJsonSchema({"type": "array", "minItems": 1, "items": {"anyOf": [
         {"type": "string"}, {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}]}})
     ] = Field(description="strings, or objects with a 'text' field")
-    model: str | None = Field(default=None, description="`bge-reranker` (default when deployed) or `bge-m3`")
+    model: Text | None = Field(default=None, description="`bge-reranker` (default when deployed) or `bge-m3`")
     top_n: Count | None = Field(default=None, description="how many results; past the end returns all")
     return_documents: bool = False
     max_tokens_per_doc: Length | None = Field(default=None, description="truncate each document (or pair) here")

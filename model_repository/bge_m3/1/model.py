@@ -8,9 +8,9 @@ import triton_python_backend_utils as pb_utils
 
 from bge_m3_client import contract
 from bge_m3_triton.core.m3 import M3Model
-from bge_m3_triton.serving.collector import Collector, load_off_main_thread
+from bge_m3_triton.serving.collector import Collector
 from bge_m3_triton.serving.embed import EmbedService
-from bge_m3_triton.serving.triton_glue import settings_from_args
+from bge_m3_triton.serving.instance import load_model, settings_from_args
 
 
 class TritonPythonModel:
@@ -18,7 +18,7 @@ class TritonPythonModel:
 
     def initialize(self, args):
         settings = settings_from_args(args)
-        self.service = EmbedService(load_off_main_thread(lambda: M3Model.load(settings)))
+        self.service = EmbedService(load_model(args, settings, M3Model))
         self.collector = Collector.for_model(pb_utils, args, settings, self.service, contract.EMBED_OUTPUTS)
 
     def execute(self, requests):

@@ -6,8 +6,9 @@ Holds no weights: it embeds through the `bge_m3` model over BLS and scores here.
 import triton_python_backend_utils as pb_utils
 
 from bge_m3_client import contract
+from bge_m3_triton.serving.instance import settings_from_args
 from bge_m3_triton.serving.rerank import RerankService
-from bge_m3_triton.serving.triton_glue import BatchExecutor, settings_from_args
+from bge_m3_triton.serving.triton_glue import BatchExecutor
 
 
 class TritonPythonModel:

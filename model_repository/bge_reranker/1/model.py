@@ -8,9 +8,9 @@ import triton_python_backend_utils as pb_utils
 
 from bge_m3_client import contract
 from bge_m3_triton.core.cross_encoder import CrossEncoder
-from bge_m3_triton.serving.collector import Collector, load_off_main_thread
+from bge_m3_triton.serving.collector import Collector
 from bge_m3_triton.serving.cross import CrossEncoderService
-from bge_m3_triton.serving.triton_glue import settings_from_args
+from bge_m3_triton.serving.instance import load_model, settings_from_args
 
 
 class TritonPythonModel:
@@ -18,7 +18,7 @@ class TritonPythonModel:
 
     def initialize(self, args):
         settings = settings_from_args(args)
-        self.service = CrossEncoderService(load_off_main_thread(lambda: CrossEncoder.load(settings)))
+        self.service = CrossEncoderService(load_model(args, settings, CrossEncoder))
         self.collector = Collector.for_model(pb_utils, args, settings, self.service, {contract.SCORE: "FP32"})
 
     def execute(self, requests):

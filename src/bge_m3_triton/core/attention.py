@@ -22,22 +22,11 @@ from typing import Any
 
 import torch
 
-from bge_m3_triton.core import devices
-
 NAME = "bge_m3_onednn_graph"  # registered with transformers' attention and mask interfaces
 MIN_TOKENS, MAX_TOKENS = 64, 2048
 _LOCK = threading.RLock()
 _GRAPHS: dict[tuple[int, int, torch.dtype, float], FusedAttention] = {}
 _LAST_MASK = threading.local()  # every layer of a forward pass gets the same mask: read its lengths once
-
-
-def wanted(setting: str, device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether the `attention` setting takes the fused attention here: `onednn-graph` on any CPU, `auto`
-    for bf16 on CPUs without AMX (with AMX torch's flash kernel runs on oneDNN's brgemm and was faster:
-    the 6-layer model ran 0.93x with the fused attention on a Sapphire Rapids-class Xeon)."""
-    if device.type != "cpu" or setting == "sdpa":
-        return False
-    return setting == "onednn-graph" or (dtype == torch.bfloat16 and not devices.cpu_uses_amx())
 
 
 def bucket(tokens: int) -> int:

@@ -15,6 +15,7 @@ import torch
 from bge_m3_triton.core.batching import Interrupt, pad_batch, plan_sub_batches
 from bge_m3_triton.core.checkpoint import CheckpointError
 from bge_m3_triton.core.loading import load_pretrained, position_limit
+from bge_m3_triton.core.plan import RuntimePlan
 from bge_m3_triton.core.settings import ModelSettings
 from bge_m3_triton.core.tokens import load_tokenizer
 
@@ -35,11 +36,12 @@ class CrossEncoder:
         self.interrupt = Interrupt()  # set from another thread: forward passes stop at their next sub-batch
 
     @classmethod
-    def load(cls, settings: ModelSettings) -> CrossEncoder:
-        """Load the checkpoint named by `settings.model` onto `settings.device`."""
+    def load(cls, settings: ModelSettings, runtime_plan: RuntimePlan | None = None) -> CrossEncoder:
+        """Load the checkpoint named by `settings.model` as the runtime plan says (core.plan)."""
         from transformers import AutoModelForSequenceClassification
 
-        loaded = load_pretrained(settings, AutoModelForSequenceClassification, "cross-encoder")
+        loaded = load_pretrained(settings, AutoModelForSequenceClassification, "cross-encoder",
+                                 runtime_plan=runtime_plan)
         labels = int(loaded.model.config.num_labels)
         if labels != 1:
             raise CheckpointError(f"a reranker has one label; {loaded.folder.name!r} has {labels}")

@@ -11,10 +11,9 @@ from pathlib import Path
 import torch
 
 LOG = logging.getLogger(__name__)
-BF16_MIN_SPEEDUP = 1.25  # bf16 must multiply this much faster than fp32 here for `auto` to take it
 _PROBE_SHAPE = (512, 1024, 1024)  # rows, in, out: a sub-batch through a BGE-M3-wide Linear layer
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
-           "int8": torch.float32}  # int8: fp32 weights whose Linear layers are then quantized (CPU only)
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+                "int8": torch.float32}  # int8: fp32 weights whose Linear layers are then quantized (CPU only)
 
 
 def cpu_has_fast_bf16(cpuinfo: str | None = None) -> bool:
@@ -59,14 +58,14 @@ def cpu_uses_amx() -> bool:
     return cap in ("", "ALL", "DEFAULT") or "AMX" in cap
 
 
-def bf16_pays_off() -> bool:
-    """Whether bf16 matmuls run at least `BF16_MIN_SPEEDUP` times faster than fp32 on this CPU, measured.
+def bf16_speedup() -> float:
+    """bf16's matmul rate over fp32's on this CPU, on the current threads, measured once per thread count.
 
     A CPU can have native bf16 and still multiply it slower than fp32: a Sapphire Rapids whose kernel or
     hypervisor does not enable AMX (Linux before 5.16, e.g. Ubuntu 22.04's 5.15) leaves oneDNN on its
-    AVX512-BF16 kernels, measured at 0.62-0.80x of fp32 (~220 against ~310-350 GFLOP/s on two cores),
-    while AMX runs 7x fp32 and an AMD Zen 4 about 2x."""
-    return _bf16_speedup(torch.get_num_threads())[0] >= BF16_MIN_SPEEDUP
+    AVX512-BF16 kernels, measured at 0.62-0.80x of fp32, while AMX runs 7x fp32 and an AMD Zen 4 about 2x
+    (docs/decisions/004-bf16-probe.md)."""
+    return _bf16_speedup(torch.get_num_threads())[0]
 
 
 @functools.cache
@@ -87,6 +86,8 @@ def _bf16_speedup(threads: int) -> tuple[float, tuple[float, float]]:
                 if attempt >= 2:
                     best[dtype] = min(best[dtype], time.perf_counter() - start)
     fp32, bf16 = (2 * rows * width * out / best[dtype] / 1e9 for dtype in pairs)
+    from bge_m3_triton.core.plan import BF16_MIN_SPEEDUP
+
     if bf16 < BF16_MIN_SPEEDUP * fp32:
         LOG.warning("dtype auto: bf16 matmuls run at %.0f GFLOP/s here against fp32's %.0f (%.2fx), so fp32; "
                     "--dtype bfloat16 takes bf16 anyway (half the weight memory, faster lone queries)",
@@ -109,41 +110,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """The dtype weights load in. `auto` is bf16 on CUDA (fp16 where the GPU lacks bf16) and on CPUs with
-    native bf16 that multiply it faster than fp32 (timed once per process), else fp32; `int8` loads fp32
-    (its Linear layers are quantized after loading, on CPU)."""
-    if name == "int8" and device.type != "cpu":
-        raise ValueError("dtype int8 (dynamic int8 Linear layers) runs on CPU only; use bfloat16 or float16 on GPUs")
-    if name != "auto":
-        return _DTYPES[name]
-    if device.type == "cuda":
-        return gpu_dtype(torch.cuda.get_device_capability(device))
-    return torch.bfloat16 if cpu_has_fast_bf16() and bf16_pays_off() else torch.float32
+    """The torch dtype weights load in for the dtype setting `name` on `device`, as the runtime plan decides
+    it (core.plan: `auto` by the GPU's compute capability, or by whether bf16 is native and pays off on
+    this CPU); for the tools that load models outside a server (perf/)."""
+    from bge_m3_triton.core.plan import MachineFacts, plan
+    from bge_m3_triton.core.settings import ModelSettings
 
-
-BF16_CAPABILITY = (8, 0)  # Ampere: the first GPUs whose tensor cores run bf16
-
-
-def gpu_dtype(capability: tuple[int, int]) -> torch.dtype:
-    """`auto` on a GPU of compute capability `capability` (asked of the instance's own device): bf16 where its
-    tensor cores run it (8.0 and later), else fp16. Not `torch.cuda.is_bf16_supported()`: its default counts
-    emulation, so a T4 (7.5) or V100 (7.0) would answer True and run slow emulated bf16, and it asks the
-    current device, not the instance's."""
-    return torch.bfloat16 if tuple(capability) >= BF16_CAPABILITY else torch.float16
-
-
-def batch_token_budget(requested: int, device: torch.device, dtype: torch.dtype) -> int:
-    """The padded-token budget of one forward pass: `requested`, or when 0 the one measured fastest for
-    the device and the dtype it computes in (int8 computes in fp32) (README: CPU defaults). On CPU, 64
-    passages of 256 tokens ran fastest in sub-batches of 2,048 tokens in bf16 (+6% against 4,096 in two
-    of three interleaved runs, -1% in the third) and of 1,024 in fp32 (+7% under the AVX2 cap) and int8
-    (+20%): a larger sub-batch's feed-forward activations outgrow the caches. GPUs keep 4,096 (not
-    measured here)."""
-    if requested:
-        return requested
-    if device.type != "cpu":
-        return 4096
-    return 1024 if dtype == torch.float32 else 2048
+    settings = ModelSettings(model="(dtype only)", dtype=name, device=str(device))
+    return TORCH_DTYPES[plan(settings, MachineFacts.gather(settings, str(device))).dtype]
 
 
 def configure_threads(requested: int) -> int:

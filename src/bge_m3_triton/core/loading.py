@@ -1,6 +1,6 @@
-"""The one loader of transformer checkpoints, for the BGE-M3 encoder and the cross-encoder alike:
-find the checkpoint, pick device, dtype and threads, load with SDPA attention, and say clearly why
-a checkpoint cannot be loaded."""
+"""The one loader of transformer checkpoints, for the BGE-M3 encoder and the cross-encoder alike: find the
+checkpoint, carry out the runtime plan (core.plan: device, dtype, threads, attention, int8, shared
+weights, compiling), and say clearly why a checkpoint cannot be loaded."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from bge_m3_triton.core import allocator, attention, checkpoint, compiling, devices, shared_weights
+from bge_m3_triton.core.plan import MachineFacts, RuntimePlan, plan
 from bge_m3_triton.core.settings import ModelSettings
 
 LOG = logging.getLogger(__name__)
@@ -20,50 +21,62 @@ LOG = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class Loaded:
-    """A loaded model in eval mode on its device, where it came from, and the settings it runs with
-    (the padded-token budget resolved for its device and dtype)."""
+    """A loaded model in eval mode on its device, where it came from, the plan it runs with, and its settings
+    (the padded-token budget set to the plan's)."""
 
     folder: Path
     model: Any  # a transformers PreTrainedModel (a torch.nn.Module)
     device: torch.device
     dtype: torch.dtype
     settings: ModelSettings
+    plan: RuntimePlan
 
 
-def load_pretrained(settings: ModelSettings, auto_class: Any, what: str, required: Sequence[str] = ()) -> Loaded:
-    """Load `settings.model` with a transformers auto class (`AutoModel`, ...); `what` names it in errors."""
+def plan_for(settings: ModelSettings) -> RuntimePlan:
+    """The runtime plan of a model loaded outside a Triton instance (tools, tests): `device auto` is the CPU."""
+    device = "cpu" if settings.device == "auto" else settings.device
+    runtime_plan = plan(settings, MachineFacts.gather(settings, device))
+    LOG.info("runtime plan: %s", runtime_plan.describe())
+    return runtime_plan
+
+
+def load_pretrained(settings: ModelSettings, auto_class: Any, what: str, required: Sequence[str] = (),
+                    runtime_plan: RuntimePlan | None = None) -> Loaded:
+    """Load `settings.model` with a transformers auto class (`AutoModel`, ...) as `runtime_plan` says (the
+    plan for `settings` on this machine when none is given); `what` names the model in errors."""
+    runtime_plan = runtime_plan or plan_for(settings)
     folder = checkpoint.resolve_checkpoint(settings.model, settings.revision, required=tuple(required))
     weights_file = checkpoint.encoder_weights_file(folder)
-    device = devices.resolve_device("cpu" if settings.device == "auto" else settings.device)
-    if device.type == "cpu":
-        devices.configure_threads(settings.torch_threads)  # first: `dtype auto` times matmuls on these threads
+    device = devices.resolve_device(runtime_plan.device)
+    if runtime_plan.threads:
+        devices.configure_threads(runtime_plan.threads)
+    if runtime_plan.keep_freed_memory:
         allocator.keep_freed_memory()
-    dtype = devices.resolve_dtype(settings.dtype, device)
+    dtype = devices.TORCH_DTYPES[runtime_plan.dtype]
     try:
         model = auto_class.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
     except Exception as exc:
         raise checkpoint.CheckpointError(f"could not load the {what} from {folder.name!r}: "
                                          f"{type(exc).__name__}: {exc}") from None
     model = model.to(device).eval()
-    compile_it = compiling.wanted(settings.compile, device, settings.dtype, dtype)
-    if attention.wanted(settings.attention, device, dtype) and not compile_it:  # TorchScript inside inductor: no
+    if runtime_plan.attention == "onednn-graph":
         _use_fused_attention(model, dtype)
     mapped = None
-    if settings.dtype == "int8":
+    if runtime_plan.dtype == "int8":
         model = devices.quantize_int8(model)
-    elif device.type == "cpu" and settings.share_weights == "on":
+    elif runtime_plan.share_weights:
         key = shared_weights.weights_key([weights_file, folder / "config.json"], dtype, auto_class.__name__)
         mapped = shared_weights.share_weights(model, key)
-    if compile_it:
+    if runtime_plan.compile:
         model = compiling.compile_model(model)
         if mapped is not None:  # its graphs run on their own packed copy: the module's pages can go
             LOG.info("released %.0f MiB of mapped weights (pages a compiled graph reads fault back in)",
                      shared_weights.release_pages(mapped) / 2**20)
-    budget = devices.batch_token_budget(settings.max_batch_tokens, device, dtype)
     LOG.info("loaded %s %s on %s as %s with %s attention%s, sub-batches of up to %d padded tokens", what,
-             settings.model, device, settings.dtype if settings.dtype == "int8" else dtype,
-             model.config._attn_implementation, ", compiled by inductor" if compile_it else "", budget)
-    return Loaded(folder, model, device, dtype, dataclasses.replace(settings, max_batch_tokens=budget))
+             settings.model, device, runtime_plan.dtype, model.config._attn_implementation,
+             ", compiled by inductor" if runtime_plan.compile else "", runtime_plan.max_batch_tokens)
+    return Loaded(folder, model, device, dtype,
+                  dataclasses.replace(settings, max_batch_tokens=runtime_plan.max_batch_tokens), runtime_plan)
 
 
 def _use_fused_attention(model: Any, dtype: torch.dtype) -> None:

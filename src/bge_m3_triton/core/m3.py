@@ -20,6 +20,7 @@ import torch
 from bge_m3_triton.core import checkpoint
 from bge_m3_triton.core.batching import Interrupt, pad_batch, plan_sub_batches
 from bge_m3_triton.core.loading import load_pretrained, position_limit
+from bge_m3_triton.core.plan import RuntimePlan
 from bge_m3_triton.core.postprocess import colbert_vectors, sparse_weights
 from bge_m3_triton.core.settings import ModelSettings
 from bge_m3_triton.core.tokens import Tokenized, load_tokenizer, tokenize
@@ -62,11 +63,13 @@ class M3Model:
         self.interrupt = Interrupt()  # set from another thread: forward passes stop at their next sub-batch
 
     @classmethod
-    def load(cls, settings: ModelSettings) -> M3Model:
-        """Load encoder, both heads and tokenizer from `settings.model` onto `settings.device`."""
+    def load(cls, settings: ModelSettings, runtime_plan: RuntimePlan | None = None) -> M3Model:
+        """Load encoder, both heads and tokenizer from `settings.model` as the runtime plan says (core.plan;
+        the plan for `settings` on this machine when none is given)."""
         from transformers import AutoModel
 
-        loaded = load_pretrained(settings, AutoModel, "encoder", required=checkpoint.M3_HEADS)
+        loaded = load_pretrained(settings, AutoModel, "encoder", required=checkpoint.M3_HEADS,
+                                 runtime_plan=runtime_plan)
         folder, encoder, device = loaded.folder, loaded.model, loaded.device
         hidden = int(encoder.config.hidden_size)
         # The sparse head runs in fp32 on the encoder's output, which keeps its weights (small values

@@ -21,7 +21,7 @@ from pathlib import Path
 from bge_m3_triton.core.settings import ENV_OVERRIDES
 from bge_m3_triton.ops.processes import stop_process
 from bge_m3_triton.ops.render import Deployment, render_repository
-from bge_m3_triton.ops.watchdog import Watchdog, embed_served, probe
+from bge_m3_triton.ops.watchdog import Watchdog, embed_served, model_ready, probe
 from bge_m3_triton.serving.drain import clear_notice, post_notice
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -188,7 +188,8 @@ def _watchdog(deployment: Deployment, options: ServerOptions, on_dead: Callable[
         return None
     host = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
     url = f"{host}:{options.http_port}"
-    return Watchdog(lambda: probe(url, max(10.0, options.watchdog_s)), options.watchdog_s, on_dead).start()
+    return Watchdog(lambda: probe(url, max(10.0, options.watchdog_s)), lambda: model_ready(url), options.watchdog_s,
+                    on_dead).start()
 
 
 def gateway_command(options: ServerOptions) -> list[str]:

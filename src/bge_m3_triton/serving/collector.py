@@ -46,15 +46,9 @@ from typing import Any, Generic, Protocol, TypeVar
 from bge_m3_triton.core.batching import Interrupted
 from bge_m3_triton.core.settings import ModelSettings
 from bge_m3_triton.serving.drain import NoticeWatcher, repository_of
+from bge_m3_triton.serving.instance import forward_gate, max_batch_size
 from bge_m3_triton.serving.params import InvalidRequest
-from bge_m3_triton.serving.triton_glue import (
-    METRIC_LOCK,
-    BatchExecutor,
-    Outputs,
-    RequestView,
-    forward_gate,
-    max_batch_size,
-)
+from bge_m3_triton.serving.triton_glue import METRIC_LOCK, BatchExecutor, Outputs, RequestView
 
 LOG = logging.getLogger(__name__)
 SEND_THREADS = 4
@@ -63,32 +57,6 @@ Job = TypeVar("Job")
 Prepared = TypeVar("Prepared")
 Result = TypeVar("Result")
 JobIn = TypeVar("JobIn", contravariant=True)
-
-
-Loaded = TypeVar("Loaded")
-
-
-def load_off_main_thread(load: Callable[[], Loaded]) -> Loaded:
-    """`load()` run on a thread of its own that then exits, so the thread that calls `execute` never
-    starts an OpenMP team. libgomp keeps one team per thread that starts parallel work; with a second
-    team in the process its threads outnumber 2 cores, it throttles their spinning, and every parallel
-    region of the forward thread pays a futex wake-up: a lone 16-token query took 1.3-1.6x the bare
-    forward pass. A finished thread's team goes with it, so the forward thread's is the only one."""
-    result: list[Loaded] = []
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            result.append(load())
-        except BaseException as exc:  # re-raised on the caller's thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, name="bge-m3-load")
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
-    return result[0]
 
 
 class Stages(Protocol[JobIn, Prepared, Result]):

@@ -6,22 +6,13 @@ also lets the unit tests use a stand-in.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import json
 import logging
-import os
-import sys
 import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from bge_m3_client.contract import config_parameters
-from bge_m3_triton.core.settings import ModelSettings
-from bge_m3_triton.serving.forward_gate import ForwardGate
 from bge_m3_triton.serving.params import InvalidRequest, RequestParams
 
 LOG = logging.getLogger(__name__)
@@ -31,54 +22,6 @@ LOG = logging.getLogger(__name__)
 METRIC_LOCK = threading.Lock()
 Job = TypeVar("Job")
 Outputs = dict[str, np.ndarray]
-
-
-def log_to_server() -> None:
-    """Send this package's log records from INFO up to the stub's stderr, which Triton writes to its own log
-    (Python's default would drop the INFO lines that say what was loaded: dtype, attention, budget)."""
-    root = logging.getLogger("bge_m3_triton")
-    if not any(getattr(handler, "bge_m3_server_log", False) for handler in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [pid %(process)d] %(message)s"))
-        handler.bge_m3_server_log = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
-
-
-def settings_from_args(args: Mapping[str, str], env: Mapping[str, str] | None = None) -> ModelSettings:
-    """The model's settings from the `args` Triton passes to `initialize` (its config's parameters); from
-    here on the package logs to the server's log (`log_to_server`).
-
-    `device: auto` becomes the Triton instance's device. On CPU, `torch_threads: 0` becomes the cores
-    this process may use divided by the instances that compute at once: the forward slots, or every
-    instance of the model when the slots are unlimited (0)."""
-    log_to_server()
-    config = json.loads(args["model_config"])
-    parameters = config_parameters(config)
-    settings = ModelSettings.from_sources(parameters, os.environ if env is None else env, args["model_name"])
-    if settings.device == "auto":
-        kind = args.get("model_instance_kind", "CPU")
-        device = f"cuda:{args.get('model_instance_device_id', '0')}" if kind == "GPU" else "cpu"
-        settings = dataclasses.replace(settings, device=device)
-    if settings.device == "cpu" and settings.torch_threads == 0:
-        instances = sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1
-        computing = min(instances, settings.forward_slots) if settings.forward_slots else instances
-        settings = dataclasses.replace(settings, torch_threads=max(1, len(os.sched_getaffinity(0)) // computing))
-    LOG.info("%s runs with %s", args["model_name"], settings)
-    return settings
-
-
-def forward_gate(args: Mapping[str, str], settings: ModelSettings) -> Callable[[], AbstractContextManager[Any]]:
-    """What a model holds around each forward pass: a slot of the server's `ForwardGate` when it runs on
-    CPU with limited forward slots, else nothing."""
-    if settings.device != "cpu" or settings.forward_slots == 0:
-        return contextlib.nullcontext
-    return ForwardGate.for_repository(args["model_repository"], settings.forward_slots).hold
-
-
-def max_batch_size(args: Mapping[str, str]) -> int:
-    """The model config's `max_batch_size`: texts per request at most, and per batch the collector forms."""
-    return int(json.loads(args["model_config"]).get("max_batch_size", 0)) or 64
 
 
 class RequestView:
