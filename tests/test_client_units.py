@@ -17,7 +17,7 @@ from bge_m3_client.errors import (
     ServerUnavailableError,
     classify,
 )
-from bge_m3_client.requests import chunks, colbert_costs
+from bge_m3_client.packing import chunks, colbert_costs
 from bge_m3_client.results import decode_embeddings
 
 

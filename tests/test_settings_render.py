@@ -179,3 +179,35 @@ def test_contract_config_and_readme_agree() -> None:
     assert rerank.output[0].dims == [len(contract.SCORE_COLUMNS)]
     cross = load_config(REPO / "model_repository" / "bge_reranker" / "config.pbtxt")
     assert [o.name for o in cross.output] == [contract.SCORE]
+
+
+def test_every_variable_of_ours_the_code_reads_is_declared() -> None:
+    """Every `BGE_M3_*`, `BGE_RERANKER_*`, `GPU_DEVICE`, `MAX_MODELS` or `TRITON*` variable read anywhere in
+    the server, client or gateway is a setting's (the table) or declared in `PROCESS_VARIABLES`, and docs show
+    the latter."""
+    import re
+
+    from bge_m3_gateway.settings import API_KEY_ENV, ENV_PREFIX
+    from bge_m3_triton.core.settings import PROCESS_VARIABLES, environment_table
+
+    declared = {name for s in SETTINGS for name in s.env} | {v.name for v in PROCESS_VARIABLES} | {API_KEY_ENV}
+    reads = re.compile(r"""environ(?:\.get)?[(\[]\s*["']((?:BGE_|GPU_DEVICE|MAX_MODELS|TRITON)\w*)""")
+    read = set()
+    for folder in ("src", "client", "gateway"):
+        for path in (REPO / folder).rglob("*.py"):
+            text = path.read_text()
+            read |= set(reads.findall(text))
+            read |= set(re.findall(r'^[A-Z_]+ = "((?:BGE_M3_|TRITON)\w*)"', text, re.MULTILINE))
+    read = {name for name in read if not name.startswith(ENV_PREFIX)}  # the gateway's own, one per flag
+    assert read and read <= declared, read - declared
+    assert environment_table() in (REPO / "docs" / "configuration.md").read_text()
+
+
+def test_the_models_names_are_the_contracts() -> None:
+    """The settings table renders the models the client calls: one name each, in two rooms that may not
+    import each other (the core knows no client)."""
+    from bge_m3_client import contract
+    from bge_m3_triton.core import settings
+
+    assert (settings.EMBED, settings.RERANK, settings.CROSS_ENCODER) == (
+        contract.EMBED_MODEL, contract.RERANK_MODEL, contract.CROSS_ENCODER_MODEL)

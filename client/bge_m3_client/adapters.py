@@ -8,7 +8,7 @@ from typing import Any
 from bge_m3_client import contract as c
 from bge_m3_client.client import AsyncBGEM3Client, BGEM3Client
 from bge_m3_client.errors import BGEM3Error, InvalidInputError
-from bge_m3_client.requests import as_text_list
+from bge_m3_client.packing import as_text_list
 from bge_m3_client.results import EmbeddingResult
 
 # The FastAPI sketch embedded `/embeddings/` sentences as passages and scored `/rerank/` pairs with

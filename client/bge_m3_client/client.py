@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bge_m3_client import contract as c
-from bge_m3_client import requests as rq
+from bge_m3_client import packing as rq
 from bge_m3_client.errors import BGEM3Error
 from bge_m3_client.results import EmbeddingResult, TokenizedText
 from bge_m3_client.transport import AsyncTransport, AsyncTransportLike, Call, Result, SyncTransport, Transport
@@ -201,9 +201,17 @@ class AsyncBGEM3Client(_Common):
         await self.transport.close()
 
     async def served(self, model: str) -> c.ServedModel:
-        """See `BGEM3Client.served`."""
+        """See `BGEM3Client.served` (retried the same way)."""
         if model not in self._served:
-            self._served[model] = c.ServedModel.from_config(await self.transport.model_config(model))
+            for attempt in range(self.retries + 1):
+                try:
+                    config = await self.transport.model_config(model)
+                    break
+                except BGEM3Error as exc:
+                    if not exc.retryable or attempt == self.retries:
+                        raise
+                    await asyncio.sleep(self.backoff * 2**attempt)
+            self._served[model] = c.ServedModel.from_config(config)
         return self._served[model]
 
     async def max_batch_size(self, model: str) -> int:

@@ -73,7 +73,7 @@ class Backend:
                 passage_max_length=limits.passage_max_length or POSITION_LIMIT,
                 max_batch_size=limits.max_batch_size,
                 cross_encoder_checkpoint=cross.checkpoint if cross else None,
-                cross_encoder_max_length=min(cross.passage_max_length or 512, 512) if cross else 0)
+                cross_encoder_max_length=(cross.passage_max_length or 512) if cross else 0)
         return self._served
 
     async def embed(self, texts: Sequence[str], passage: bool, dense: bool = True, sparse: bool = False,

@@ -15,7 +15,7 @@ from pydantic_core import PydanticCustomError
 
 from bge_m3_client import InvalidInputError
 from bge_m3_client import contract as c
-from bge_m3_client.requests import utf8
+from bge_m3_client.packing import utf8
 
 UNICODE_ERROR = "unicode"
 

@@ -10,7 +10,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from bge_m3_client import EmbeddingResult, InvalidInputError
-from bge_m3_client.requests import utf8
+from bge_m3_client.packing import utf8
 from bge_m3_gateway.backend import Backend
 from bge_m3_gateway.errors import ApiError
 from bge_m3_gateway.metrics import GatewayMetrics

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from bge_m3_client import EmbeddingResult
+from bge_m3_client import contract as c
 from bge_m3_gateway.backend import Backend
 from bge_m3_gateway.errors import ApiError
 from bge_m3_gateway.routes.common import (
@@ -150,7 +151,7 @@ async def rerank(body: RerankRequest, request: Request) -> JSON:
 
 async def _check_rerank_lengths(gateway: Backend, query: str, texts: list[str]) -> None:
     served_models = await gateway.served()
-    if served_models.rerank_model(None) == "bge_reranker":  # pairs: <s> q </s></s> p </s>
+    if served_models.rerank_model(None) == c.CROSS_ENCODER_MODEL:  # pairs: <s> q </s></s> p </s>
         tokenized = await gateway.tokenize([query, *texts])
         limit = served_models.cross_encoder_max_length
         for index, tokens in enumerate(tokenized[1:]):

@@ -1,4 +1,4 @@
-"""Length-sorted sub-batches under a padded-token budget, for every text of a dynamic batch."""
+"""Length-sorted sub-batches under a padded-token budget, for every text of a batch."""
 
 from __future__ import annotations
 

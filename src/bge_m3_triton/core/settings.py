@@ -144,6 +144,37 @@ SETTINGS: tuple[Setting, ...] = (
 BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
 
 
+@dataclasses.dataclass(frozen=True)
+class ProcessVariable:
+    """An environment variable a process reads that is no model setting (nothing in config.pbtxt)."""
+
+    name: str
+    read_by: str
+    what: str
+
+
+# Every environment variable of ours a process reads beyond the settings' (`Setting.env`), declared here
+# (a test finds every read in the source and checks it is declared).
+PROCESS_VARIABLES: tuple[ProcessVariable, ...] = (
+    ProcessVariable("BGE_M3_SHARED_WEIGHTS_DIR", "each CPU model instance",
+                    "where the instances' shared weight files go (default: $TMPDIR/bge-m3-triton-weights)"),
+    ProcessVariable("BGE_M3_MODEL_REPOSITORY", "the launcher", "the source model repository (default: this "
+                    "checkout's model_repository/; the image sets it)"),
+    ProcessVariable("BGE_M3_ENV_OVERRIDES", "each model instance", "1: `<MODEL>_<PARAMETER>` variables override "
+                    "config.pbtxt, for a stock tritonserver run on this repository (the launcher ignores it)"),
+    ProcessVariable("TRITONSERVER", "the launcher", "a tritonserver binary to run instead of the nvidia-pytriton "
+                    "wheel's (NVIDIA's image: /opt/tritonserver/bin/tritonserver)"),
+    ProcessVariable("TRITON_BACKEND_DIR", "the launcher", "that install's backend folder (default: beside its bin/)"),
+)
+
+
+def environment_table() -> str:
+    """docs/configuration.md's table of the other environment variables."""
+    lines = ["| variable | read by | what it sets |", "|---|---|---|"]
+    lines += [f"| `{v.name}` | {v.read_by} | {v.what} |" for v in PROCESS_VARIABLES]
+    return "\n".join(lines) + "\n"
+
+
 def default(name: str) -> Any:
     """A setting's documented default (the value the shipped config.pbtxt holds)."""
     return BY_NAME[name].default

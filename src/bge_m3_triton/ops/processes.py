@@ -121,7 +121,8 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
             try:
-                if all(client.is_model_ready(m) for m in models):  # type: ignore[attr-defined]
+                # ready when the models are, and the metrics endpoint listens (Triton opens it last)
+                if all(client.is_model_ready(m) for m in models) and _listening(self.metrics_port):  # type: ignore[attr-defined]
                     return
             except Exception:
                 pass
@@ -149,6 +150,11 @@ class Server:
                 key = name.removeprefix("bge_m3_").removesuffix("_total")
                 totals[key] = totals.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
         return totals
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def start_server(tmp: Path, args: list[str], models: list[str], env: dict[str, str] | None = None) -> Server:
@@ -233,9 +239,8 @@ class Gateway:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
+            if _listening(self.port):
+                return
             time.sleep(0.2)
         raise TimeoutError(f"gateway not listening in {timeout_s}s:\n{self.log.read_text()[-3000:]}")
 

@@ -22,7 +22,7 @@ class BLSError(RuntimeError):
 async def embed_texts(pb: Any, model: str, texts: list[str], max_length: int, chunk: int) -> list[TextVectors]:
     """All three outputs for `texts` from `model`, sent in concurrent requests of at most `chunk` texts.
 
-    The requests join the embed model's dynamic batches like any client's.
+    The requests join the embed model's batches like any client's.
     """
     ranges = [(start, min(start + chunk, len(texts))) for start in range(0, len(texts), chunk)]
     parts = await asyncio.gather(*(_embed_chunk(pb, model, texts[a:b], max_length) for a, b in ranges))

@@ -1,6 +1,6 @@
 """The combined-score rerank model: BGE-M3 scores of (query, passage) pairs through the embed model.
 
-It holds no weights: texts go to the embed model over BLS (joining its dynamic batches), and the
+It holds no weights: texts go to the embed model over BLS (joining its batches), and the
 scores are computed here from the three outputs. Texts repeated across the pairs of a batch, such
 as one query with many passages, are embedded once.
 """
