@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from bge_m3_client import contract as c
+from bge_m3_client import formats
 from bge_m3_client.testing import AsyncFakeTransport, FakeTransport, StatusError
 from bge_m3_client.transport import Call
 
@@ -99,7 +100,12 @@ def _tokens(text: str, max_length: int) -> tuple[list[int], list[tuple[int, int]
 
 
 def embed(call: Call) -> dict[str, np.ndarray]:
-    params = _Params(call, (c.PARAM_MODE, c.PARAM_MAX_LENGTH))
+    params = _Params(call, (c.PARAM_MODE, c.PARAM_MAX_LENGTH, c.PARAM_DENSE_FORMAT, c.PARAM_COLBERT_FORMAT))
+    chosen = {}
+    for name in (c.PARAM_DENSE_FORMAT, c.PARAM_COLBERT_FORMAT):
+        chosen[name] = params.values.get(name, formats.FLOAT32)
+        if chosen[name] not in formats.FORMATS:
+            raise Refused(f"parameter {name!r} must be one of {', '.join(formats.FORMATS)}, got {chosen[name]!r}")
     mode = params.values.get(c.PARAM_MODE, "query")
     if mode not in c.MODES:
         raise Refused(f"parameter 'mode' must be one of {', '.join(c.MODES)}, got {mode!r}")
@@ -122,6 +128,11 @@ def embed(call: Call) -> dict[str, np.ndarray]:
     colbert = [_unit(f"{text}/colbert", len(ids) - 1) for text, (ids, _, _) in zip(texts, tokenized)]
     out[c.COLBERT] = np.concatenate(colbert) if colbert else np.zeros((0, WIDTH), np.float32)
     out[c.COLBERT_LENGTHS] = np.array([[len(v)] for v in colbert], np.int32)
+    for name, scale_name, param in ((c.DENSE, c.DENSE_SCALE, c.PARAM_DENSE_FORMAT),
+                                    (c.COLBERT, c.COLBERT_SCALE, c.PARAM_COLBERT_FORMAT)):
+        out[name], scale = formats.encode(out[name], chosen[param])
+        if scale is not None:
+            out[scale_name] = scale
     return {name: array for name, array in out.items() if name in outputs}
 
 

@@ -187,3 +187,36 @@ def test_a_failure_building_the_request_is_not_retried() -> None:
     with pytest.raises(InvalidInputError, match="could not be built"):
         client.encode(["a"], return_sparse=False)
     assert sleeps == [] and len(transport.calls) == 1
+
+
+@pytest.mark.parametrize("fmt", ["float16", "int8", "uint8", "binary", "ubinary"])
+def test_formats_are_asked_for_and_decoded(fmt: str) -> None:
+    from fake_triton import transport
+
+    from bge_m3_client import formats
+
+    fake = transport()
+    client, _ = client_over(fake)
+    plain = client.encode(["one two three", "four"], is_passage=True, return_colbert=True)
+    packed = client.encode(["one two three", "four"], is_passage=True, return_colbert=True, dense_format=fmt,
+                           colbert_format=fmt)
+    call = fake.calls[-1]
+    assert call.parameters[c.PARAM_DENSE_FORMAT] == fmt == call.parameters[c.PARAM_COLBERT_FORMAT]
+    assert (c.DENSE_SCALE in call.outputs) == (fmt in formats.SCALED)
+    for a, b in zip(plain, packed):
+        assert b.dense is not None and b.colbert is not None and a.dense is not None and a.colbert is not None
+        assert b.dense.dtype == formats.NUMPY_DTYPES[fmt] and b.colbert.dtype == formats.NUMPY_DTYPES[fmt]
+        assert b.colbert.shape == (a.colbert.shape[0], formats.width(fmt, a.colbert.shape[1]))
+        expected_dense, _ = formats.encode(a.dense[None], fmt)
+        np.testing.assert_array_equal(b.dense, expected_dense[0])
+        assert (b.dense_scale is not None) == (fmt in formats.SCALED)
+        restored = b.colbert_float()
+        assert restored is not None and restored.dtype == np.float32 and restored.shape == a.colbert.shape
+
+
+def test_an_unknown_format_is_refused_before_sending() -> None:
+    transport = FakeTransport(embed_answer, CONFIGS)
+    client, _ = client_over(transport)
+    with pytest.raises(InvalidInputError, match="colbert_format must be one of"):
+        client.encode(["a"], colbert_format="int4")
+    assert transport.calls == []

@@ -96,14 +96,18 @@ class BGEM3Client(_Common):
 
     def encode(self, texts: str | Sequence[str], is_passage: bool = False, return_dense: bool = True,
                return_sparse: bool = True, return_colbert: bool = False, batch_size: int = 0,
-               max_length: int | None = None) -> list[EmbeddingResult]:
-        """Embed texts (queries, or passages with `is_passage`); one result per text, in order."""
+               max_length: int | None = None, dense_format: str = "float32",
+               colbert_format: str = "float32") -> list[EmbeddingResult]:
+        """Embed texts (queries, or passages with `is_passage`); one result per text, in order. The dense and
+        ColBERT vectors come in the formats asked for (`bge_m3_client.formats`: float32, float16, int8,
+        uint8, binary, ubinary), as numpy arrays of that dtype."""
         text_list = rq.as_text_list(texts)
         if not text_list:
             return []
+        asked = rq.Formats(dense_format, colbert_format)
         ranges, calls = rq.plan_embed(self.model, text_list, self.served(self.model), is_passage,
-                                      return_dense, return_sparse, return_colbert, batch_size, max_length)
-        return rq.collect(ranges, self._send(calls), rq.decode_embed)
+                                      return_dense, return_sparse, return_colbert, batch_size, max_length, asked)
+        return rq.collect(ranges, self._send(calls), asked.decoder())
 
     def tokenize(self, texts: str | Sequence[str], is_passage: bool = False,
                  max_length: int | None = None) -> list[TokenizedText]:
@@ -220,14 +224,16 @@ class AsyncBGEM3Client(_Common):
 
     async def encode(self, texts: str | Sequence[str], is_passage: bool = False, return_dense: bool = True,
                      return_sparse: bool = True, return_colbert: bool = False, batch_size: int = 0,
-                     max_length: int | None = None) -> list[EmbeddingResult]:
+                     max_length: int | None = None, dense_format: str = "float32",
+                     colbert_format: str = "float32") -> list[EmbeddingResult]:
         """See `BGEM3Client.encode`."""
         text_list = rq.as_text_list(texts)
         if not text_list:
             return []
+        asked = rq.Formats(dense_format, colbert_format)
         ranges, calls = rq.plan_embed(self.model, text_list, await self.served(self.model), is_passage,
-                                      return_dense, return_sparse, return_colbert, batch_size, max_length)
-        return rq.collect(ranges, await self._send(calls), rq.decode_embed)
+                                      return_dense, return_sparse, return_colbert, batch_size, max_length, asked)
+        return rq.collect(ranges, await self._send(calls), asked.decoder())
 
     async def tokenize(self, texts: str | Sequence[str], is_passage: bool = False,
                        max_length: int | None = None) -> list[TokenizedText]:

@@ -7,12 +7,14 @@ Embed model (`bge_m3`), for a request of n texts:
 | tensor | dtype | shape | holds |
 |---|---|---|---|
 | TEXT (input) | BYTES | [n, 1] | UTF-8 texts |
-| DENSE | FP32 | [n, dim] | CLS vectors, L2-normalized |
+| DENSE | FP32 (or `dense_format`'s) | [n, dim] | CLS vectors, L2-normalized |
+| DENSE_SCALE | FP32 | [n, 1] | each dense vector's scale, with `dense_format` int8 or uint8 only |
 | SPARSE_INDICES | INT32 | [total] | token ids, ascending within each text, texts concatenated |
 | SPARSE_VALUES | FP32 | [total] | their weights |
 | SPARSE_LENGTHS | INT32 | [n, 1] | how many ids each text has |
-| COLBERT | FP32 | [vectors, colbert_dim] | ColBERT vectors, L2-normalized, texts concatenated |
+| COLBERT | FP32 (or `colbert_format`'s) | [vectors, colbert_dim] | ColBERT vectors, L2-normalized, texts concatenated |
 | COLBERT_LENGTHS | INT32 | [n, 1] | vectors per text (its tokens - 1) |
+| COLBERT_SCALE | FP32 | [vectors, 1] | each ColBERT vector's scale, with `colbert_format` int8 or uint8 only |
 | TOKENS | INT32 | [n, 1] | tokens per text after truncation, `<s>` and `</s>` included |
 | TRUNCATED | BOOL | [n, 1] | whether the text lost tokens to the max length |
 | TOKEN_IDS | INT32 | [total] | every token id after truncation, texts concatenated (TOKENS per text) |
@@ -22,7 +24,10 @@ Only the outputs a request asks for are computed (none named: every output but T
 TOKEN_SPANS, which come only when named). A request that names none of DENSE, SPARSE_* and
 COLBERT* runs no forward pass (tokenization only). Request parameters:
 `mode` ("query" | "passage", default "query") picks the default max length; `max_length` (int)
-overrides it, up to the model's position limit.
+overrides it, up to the model's position limit; `dense_format` and `colbert_format` (`formats.FORMATS`,
+default "float32") pick the numeric format DENSE and COLBERT travel in: FP16, INT8 or UINT8 tensors
+(their width d / 8 for the packed binary formats), whatever config.pbtxt declares, which Triton's Python
+backend does not enforce (bge_m3_client/formats.py defines each).
 """
 
 from __future__ import annotations
@@ -38,25 +43,28 @@ CROSS_ENCODER_MODEL = "bge_reranker"
 
 TEXT = "TEXT"
 DENSE = "DENSE"
+DENSE_SCALE = "DENSE_SCALE"
 SPARSE_INDICES = "SPARSE_INDICES"
 SPARSE_VALUES = "SPARSE_VALUES"
 SPARSE_LENGTHS = "SPARSE_LENGTHS"
 COLBERT = "COLBERT"
 COLBERT_LENGTHS = "COLBERT_LENGTHS"
+COLBERT_SCALE = "COLBERT_SCALE"
 TOKENS = "TOKENS"
 TRUNCATED = "TRUNCATED"
 TOKEN_IDS = "TOKEN_IDS"
 TOKEN_SPANS = "TOKEN_SPANS"
 
 EMBED_OUTPUTS: dict[str, str] = {
-    DENSE: "FP32", SPARSE_INDICES: "INT32", SPARSE_VALUES: "FP32", SPARSE_LENGTHS: "INT32",
-    COLBERT: "FP32", COLBERT_LENGTHS: "INT32", TOKENS: "INT32", TRUNCATED: "BOOL",
+    DENSE: "FP32", DENSE_SCALE: "FP32", SPARSE_INDICES: "INT32", SPARSE_VALUES: "FP32", SPARSE_LENGTHS: "INT32",
+    COLBERT: "FP32", COLBERT_LENGTHS: "INT32", COLBERT_SCALE: "FP32", TOKENS: "INT32", TRUNCATED: "BOOL",
     TOKEN_IDS: "INT32", TOKEN_SPANS: "INT32",
 }
+FORMATTED_OUTPUTS = (DENSE, COLBERT)  # their dtype is the request's format's, not EMBED_OUTPUTS'
 OUTPUT_GROUPS: dict[str, tuple[str, ...]] = {
-    "dense": (DENSE,),
+    "dense": (DENSE, DENSE_SCALE),
     "sparse": (SPARSE_INDICES, SPARSE_VALUES, SPARSE_LENGTHS),
-    "colbert": (COLBERT, COLBERT_LENGTHS),
+    "colbert": (COLBERT, COLBERT_LENGTHS, COLBERT_SCALE),
 }
 ALWAYS_OUTPUTS = (TOKENS, TRUNCATED)
 TOKENIZATION_OUTPUTS = (TOKEN_IDS, TOKEN_SPANS)
@@ -64,6 +72,8 @@ DEFAULT_OUTPUTS = tuple(name for name in EMBED_OUTPUTS if name not in TOKENIZATI
 
 MAX_TOKENS = 8192  # BGE-M3's (XLM-R's) longest input in tokens: the bound of every length parameter
 PARAM_MODE = "mode"
+PARAM_DENSE_FORMAT = "dense_format"
+PARAM_COLBERT_FORMAT = "colbert_format"
 PARAM_MAX_LENGTH = "max_length"
 MODES = ("query", "passage")
 

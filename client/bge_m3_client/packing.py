@@ -5,14 +5,17 @@ Both the sync and the async client use these, so they build identical requests.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from bge_m3_client import contract as c
+from bge_m3_client import formats
 from bge_m3_client.errors import BGEM3Error, InvalidInputError
-from bge_m3_client.results import EmbeddingResult, TokenizedText, decode_embeddings, decode_tokenized
+from bge_m3_client.results import TokenizedText, decode_embeddings, decode_tokenized
 from bge_m3_client.transport import Call
 
 Chunk = tuple[int, int]
@@ -31,7 +34,7 @@ def as_text_list(texts: str | Sequence[str]) -> list[str]:
 
 # ColBERT outputs are tokens x 1024 float32 per text: 64 passages of 8,192 tokens would be 2 GiB,
 # past gRPC's message limit. Requests asking for ColBERT are packed under this estimate.
-COLBERT_BYTES_PER_TOKEN = 1024 * 4
+COLBERT_DIM = 1024  # BGE-M3's; a smaller model's vectors only make the estimate safer
 COLBERT_REQUEST_BUDGET = 256 << 20
 
 
@@ -60,10 +63,11 @@ def chunks(count: int, batch_size: int, max_batch_size: int, costs: Sequence[int
     return ranges
 
 
-def colbert_costs(texts: Sequence[str], max_length: int) -> list[int]:
-    """Upper bounds of each text's ColBERT bytes (a token holds at least one UTF-8 byte); a
+def colbert_costs(texts: Sequence[str], max_length: int, fmt: str = formats.FLOAT32) -> list[int]:
+    """Upper bounds of each text's ColBERT bytes in `fmt` (a token holds at least one UTF-8 byte); a
     `max_length` of 0 (unknown) bounds by the text alone."""
-    return [min(len(text.encode("utf-8")) + 2, max_length or 1 << 62) * COLBERT_BYTES_PER_TOKEN for text in texts]
+    per_token = formats.bytes_per_vector(fmt, COLBERT_DIM)
+    return [min(len(text.encode("utf-8")) + 2, max_length or 1 << 62) * per_token for text in texts]
 
 
 def utf8(text: str, where: str) -> bytes:
@@ -86,14 +90,40 @@ def text_tensor(texts: Sequence[str], name: str = "texts", first: int = 0) -> np
                     dtype=object).reshape(-1, 1)
 
 
+@dataclasses.dataclass(frozen=True)
+class Formats:
+    """The numeric formats a request asks DENSE and COLBERT in (`formats`)."""
+
+    dense: str = formats.FLOAT32
+    colbert: str = formats.FLOAT32
+
+    def __post_init__(self) -> None:
+        try:
+            formats.check(self.dense, "dense_format")
+            formats.check(self.colbert, "colbert_format")
+        except ValueError as exc:
+            raise InvalidInputError(str(exc)) from None
+
+    def parameters(self) -> dict[str, str]:
+        """The request parameters that ask for them (none for float32, the models' default)."""
+        asked = ((c.PARAM_DENSE_FORMAT, self.dense), (c.PARAM_COLBERT_FORMAT, self.colbert))
+        return {name: fmt for name, fmt in asked if fmt != formats.FLOAT32}
+
+    def decoder(self) -> Any:
+        """The response decoder for these formats."""
+        return functools.partial(decode_embeddings, dense_format=self.dense, colbert_format=self.colbert)
+
+
 def plan_embed(model: str, texts: Sequence[str], served: c.ServedModel, is_passage: bool, dense: bool,
-               sparse: bool, colbert: bool, batch_size: int, max_length: int | None) -> tuple[list[Chunk], list[Call]]:
-    """The ranges of texts and the embed calls that cover them (ColBERT requests packed by size,
-    estimated at the served model's default max length when no `max_length` is given)."""
+               sparse: bool, colbert: bool, batch_size: int, max_length: int | None,
+               asked: Formats = Formats()) -> tuple[list[Chunk], list[Call]]:
+    """The ranges of texts and the embed calls that cover them (ColBERT requests packed by size in their
+    format, estimated at the served model's default max length when no `max_length` is given)."""
     limit = max_length or served.max_length(is_passage) or 0
-    costs = colbert_costs(texts, limit) if colbert else None
+    costs = colbert_costs(texts, limit, asked.colbert) if colbert else None
     ranges = chunks(len(texts), batch_size, served.max_batch_size, costs, COLBERT_REQUEST_BUDGET)
-    return ranges, embed_calls(model, texts, ranges, is_passage, embed_outputs(dense, sparse, colbert), max_length)
+    outputs = embed_outputs(dense, sparse, colbert, asked)
+    return ranges, embed_calls(model, texts, ranges, is_passage, outputs, max_length, asked.parameters())
 
 
 def plan_tokenize(model: str, texts: Sequence[str], max_batch_size: int, is_passage: bool,
@@ -112,19 +142,21 @@ def plan_pairs(model: str, pairs: Sequence[tuple[str, str]], max_batch_size: int
 
 
 def embed_calls(model: str, texts: Sequence[str], ranges: Sequence[Chunk], is_passage: bool,
-                outputs: Sequence[str], max_length: int | None) -> list[Call]:
+                outputs: Sequence[str], max_length: int | None, extra: dict[str, Any] | None = None) -> list[Call]:
     """One embed call per range of texts."""
-    parameters: dict[str, Any] = {c.PARAM_MODE: "passage" if is_passage else "query"}
+    parameters: dict[str, Any] = {c.PARAM_MODE: "passage" if is_passage else "query", **(extra or {})}
     if max_length is not None:
         parameters[c.PARAM_MAX_LENGTH] = length(max_length, "max_length")
     return [Call(model, {c.TEXT: text_tensor(texts[a:b], first=a)}, list(outputs), dict(parameters))
             for a, b in ranges]
 
 
-def embed_outputs(dense: bool, sparse: bool, colbert: bool) -> list[str]:
-    """The output tensors to ask for."""
+def embed_outputs(dense: bool, sparse: bool, colbert: bool, asked: Formats = Formats()) -> list[str]:
+    """The output tensors to ask for (the scales only with a format that has them)."""
+    unscaled = {c.DENSE_SCALE} if asked.dense not in formats.SCALED else set()
+    unscaled |= {c.COLBERT_SCALE} if asked.colbert not in formats.SCALED else set()
     names = [name for group, on in (("dense", dense), ("sparse", sparse), ("colbert", colbert)) if on
-             for name in c.OUTPUT_GROUPS[group]]
+             for name in c.OUTPUT_GROUPS[group] if name not in unscaled]
     return names + list(c.ALWAYS_OUTPUTS)
 
 
@@ -137,11 +169,6 @@ def collect(ranges: Sequence[Chunk], results: Sequence[dict[str, np.ndarray] | B
             raise type(result)(f"texts {start}..{stop - 1} failed: {result}", failed=(start, stop))
         collected.extend(decode(result, stop - start))
     return collected
-
-
-def decode_embed(result: dict[str, np.ndarray], count: int) -> list[EmbeddingResult]:
-    """Decoder for embed responses."""
-    return decode_embeddings(result, count)
 
 
 def decode_tokens(result: dict[str, np.ndarray], count: int) -> list[TokenizedText]:

@@ -8,17 +8,36 @@ from typing import Any
 import numpy as np
 
 from bge_m3_client import contract as c
+from bge_m3_client import formats
 
 
 @dataclasses.dataclass
 class EmbeddingResult:
-    """One text's outputs. `sparse` is Qdrant-ready: `{"indices": [...], "values": [...]}`, indices ascending."""
+    """One text's outputs. `sparse` is Qdrant-ready: `{"indices": [...], "values": [...]}`, indices ascending.
+    `dense` and `colbert` are in the format asked for (`formats`: float32 by default); the int8 and uint8
+    formats come with their scales (`dense_float()` and `colbert_float()` give float32 back)."""
 
     dense: np.ndarray | None
     sparse: dict[str, list[Any]] | None
     colbert: np.ndarray | None
     tokens: int
     truncated: bool
+    dense_format: str = formats.FLOAT32
+    colbert_format: str = formats.FLOAT32
+    dense_scale: float | None = None
+    colbert_scale: np.ndarray | None = None  # [vectors, 1]
+
+    def dense_float(self) -> np.ndarray | None:
+        """The dense vector as float32, decoded from its format (signs, +1/-1, for the binary ones)."""
+        if self.dense is None:
+            return None
+        return formats.decode(self.dense, self.dense_format, self.dense_scale)
+
+    def colbert_float(self) -> np.ndarray | None:
+        """The ColBERT vectors as float32, decoded from their format."""
+        if self.colbert is None:
+            return None
+        return formats.decode(self.colbert, self.colbert_format, self.colbert_scale)
 
     def lexical_weights(self) -> dict[str, float]:
         """The sparse output in FlagEmbedding's `{"token_id": weight}` form."""
@@ -55,11 +74,14 @@ def decode_tokenized(outputs: dict[str, np.ndarray], count: int) -> list[Tokeniz
                           truncated=bool(truncated[i])) for i in range(count)]
 
 
-def decode_embeddings(outputs: dict[str, np.ndarray], count: int) -> list[EmbeddingResult]:
-    """Split one response's tensors into `count` results."""
+def decode_embeddings(outputs: dict[str, np.ndarray], count: int, dense_format: str = formats.FLOAT32,
+                      colbert_format: str = formats.FLOAT32) -> list[EmbeddingResult]:
+    """Split one response's tensors into `count` results (dense and ColBERT in the formats they were asked in)."""
     dense = outputs.get(c.DENSE)
+    dense_scale = outputs.get(c.DENSE_SCALE)
     sparse = split_ragged(outputs, c.SPARSE_LENGTHS, (c.SPARSE_INDICES, c.SPARSE_VALUES), count)
-    colbert = split_ragged(outputs, c.COLBERT_LENGTHS, (c.COLBERT,), count)
+    colbert_names = (c.COLBERT, c.COLBERT_SCALE) if c.COLBERT_SCALE in outputs else (c.COLBERT,)
+    colbert = split_ragged(outputs, c.COLBERT_LENGTHS, colbert_names, count)
     tokens = outputs.get(c.TOKENS)
     truncated = outputs.get(c.TRUNCATED)
     results = []
@@ -70,6 +92,9 @@ def decode_embeddings(outputs: dict[str, np.ndarray], count: int) -> list[Embedd
             colbert=None if colbert is None else colbert[i][0],
             tokens=0 if tokens is None else int(tokens.reshape(-1)[i]),
             truncated=False if truncated is None else bool(truncated.reshape(-1)[i]),
+            dense_format=dense_format, colbert_format=colbert_format,
+            dense_scale=None if dense_scale is None else float(dense_scale.reshape(-1)[i]),
+            colbert_scale=None if colbert is None or len(colbert[i]) < 2 else colbert[i][1],
         ))
     return results
 

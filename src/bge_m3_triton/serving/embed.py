@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from bge_m3_client import contract as c
+from bge_m3_client import formats
 from bge_m3_triton.core.m3 import M3Model, TextEmbedding
 from bge_m3_triton.core.tokens import Tokenized
 from bge_m3_triton.serving.params import InvalidRequest
@@ -16,11 +17,13 @@ from bge_m3_triton.serving.triton_glue import Outputs, RequestView
 
 @dataclasses.dataclass(frozen=True)
 class EmbedJob:
-    """One request's work: texts, their max length, which outputs to return."""
+    """One request's work: texts, their max length, which outputs to return, and in which formats."""
 
     texts: list[str]
     max_length: int
     outputs: frozenset[str]
+    dense_format: str = formats.FLOAT32
+    colbert_format: str = formats.FLOAT32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +45,7 @@ class EmbedService:
     def parse(self, view: RequestView) -> EmbedJob:
         """Validate one request into an `EmbedJob`; raises `InvalidRequest` with the reason."""
         params = view.params()
-        params.check_known((c.PARAM_MODE, c.PARAM_MAX_LENGTH))
+        params.check_known((c.PARAM_MODE, c.PARAM_MAX_LENGTH, c.PARAM_DENSE_FORMAT, c.PARAM_COLBERT_FORMAT))
         mode = params.get_str(c.PARAM_MODE, "query", c.MODES)
         settings = self.model.settings
         default = settings.query_max_length if mode == "query" else settings.passage_max_length
@@ -52,7 +55,9 @@ class EmbedService:
         unknown = outputs - set(c.EMBED_OUTPUTS)
         if unknown:
             raise InvalidRequest(f"unknown output(s) requested: {', '.join(sorted(unknown))}")
-        return EmbedJob(texts=view.texts(c.TEXT), max_length=max_length, outputs=outputs)
+        return EmbedJob(texts=view.texts(c.TEXT), max_length=max_length, outputs=outputs,
+                        dense_format=params.get_str(c.PARAM_DENSE_FORMAT, formats.FLOAT32, formats.FORMATS),
+                        colbert_format=params.get_str(c.PARAM_COLBERT_FORMAT, formats.FLOAT32, formats.FORMATS))
 
     def prepare(self, job: EmbedJob) -> PreparedJob:
         """Tokenize one job; raises `InvalidRequest` when its response would exceed `max_response_bytes`
@@ -83,8 +88,9 @@ class EmbedService:
 
     def pack(self, prepared: PreparedJob, embeddings: Sequence[TextEmbedding]) -> Outputs:
         """One job's results in the contract's tensors."""
-        return pack_embed_outputs(embeddings, prepared.job.outputs, self.model.hidden_size, self.model.colbert_dim,
-                                  prepared.tokens)
+        job = prepared.job
+        return pack_embed_outputs(embeddings, job.outputs, self.model.hidden_size, self.model.colbert_dim,
+                                  prepared.tokens, job.dense_format, job.colbert_format)
 
     def texts(self, prepared: PreparedJob) -> int:
         """How many texts a job holds (the collector's measure of pending work)."""
@@ -97,7 +103,8 @@ class EmbedService:
     def _oversized(self, job: EmbedJob, tokens: Tokenized) -> InvalidRequest | None:
         if not job.outputs & set(c.OUTPUT_GROUPS["colbert"]):
             return None
-        size = sum(len(ids) - 1 for ids in tokens.ids) * self.model.colbert_dim * 4
+        size = sum(len(ids) - 1 for ids in tokens.ids) * formats.bytes_per_vector(job.colbert_format,
+                                                                                  self.model.colbert_dim)
         limit = self.model.settings.max_response_bytes
         if size <= limit:
             return None
@@ -105,9 +112,11 @@ class EmbedService:
                               f"{limit:,}-byte limit: send fewer or shorter texts per request")
 
 
-def pack_embed_outputs(results: Sequence[TextEmbedding], requested: frozenset[str],
-                       dense_dim: int, colbert_dim: int, tokenized: Tokenized | None = None) -> Outputs:
-    """Lay one request's results out in the contract's tensors (ragged outputs flattened)."""
+def pack_embed_outputs(results: Sequence[TextEmbedding], requested: frozenset[str], dense_dim: int, colbert_dim: int,
+                       tokenized: Tokenized | None = None, dense_format: str = formats.FLOAT32,
+                       colbert_format: str = formats.FLOAT32) -> Outputs:
+    """Lay one request's results out in the contract's tensors (ragged outputs flattened), dense and ColBERT
+    in the formats asked for, with their scales where the format has them."""
     outputs: Outputs = {}
     if tokenized is not None and c.TOKEN_IDS in requested:
         outputs[c.TOKEN_IDS] = np.array([i for ids in tokenized.ids for i in ids], dtype=np.int32)
@@ -115,7 +124,8 @@ def pack_embed_outputs(results: Sequence[TextEmbedding], requested: frozenset[st
         outputs[c.TOKEN_SPANS] = np.array([s for spans in tokenized.spans for s in spans],
                                           dtype=np.int32).reshape(-1, 2)
     if c.DENSE in requested:
-        outputs[c.DENSE] = _stack([r.dense for r in results], (0, dense_dim))
+        _put(outputs, c.DENSE, c.DENSE_SCALE, formats.encode(_stack([r.dense for r in results], (0, dense_dim)),
+                                                               dense_format))
     if requested & set(c.OUTPUT_GROUPS["sparse"]):
         ids = [r.sparse_ids for r in results]
         weights = [r.sparse_weights for r in results]
@@ -124,13 +134,21 @@ def pack_embed_outputs(results: Sequence[TextEmbedding], requested: frozenset[st
         outputs[c.SPARSE_LENGTHS] = _column([len(x) if x is not None else 0 for x in ids], np.int32)
     if requested & set(c.OUTPUT_GROUPS["colbert"]):
         vectors = [r.colbert for r in results]
-        outputs[c.COLBERT] = _concat(vectors, (0, colbert_dim), np.float32)
+        _put(outputs, c.COLBERT, c.COLBERT_SCALE, formats.encode(_concat(vectors, (0, colbert_dim), np.float32),
+                                                                   colbert_format))
         outputs[c.COLBERT_LENGTHS] = _column([len(x) if x is not None else 0 for x in vectors], np.int32)
     if c.TOKENS in requested:
         outputs[c.TOKENS] = _column([r.tokens for r in results], np.int32)
     if c.TRUNCATED in requested:
         outputs[c.TRUNCATED] = _column([r.truncated for r in results], np.bool_)
     return {name: array for name, array in outputs.items() if name in requested}
+
+
+def _put(outputs: Outputs, name: str, scale_name: str, encoded: tuple[np.ndarray, np.ndarray | None]) -> None:
+    """A formatted output and, where its format has them, its per-vector scales."""
+    outputs[name] = encoded[0]
+    if encoded[1] is not None:
+        outputs[scale_name] = encoded[1]
 
 
 def _column(values: list[int] | list[bool], dtype: type) -> np.ndarray:

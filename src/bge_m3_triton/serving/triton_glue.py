@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from bge_m3_client.contract import FORMATTED_OUTPUTS
 from bge_m3_triton.serving.params import InvalidRequest, RequestParams
 
 LOG = logging.getLogger(__name__)
@@ -128,8 +129,10 @@ class BatchExecutor(Generic[Job]):
                 responses[index] = self.response(result)
 
     def response(self, outputs: Outputs) -> Any:
-        """An InferenceResponse holding `outputs`, each cast to its contract dtype."""
-        tensors = [self.pb.Tensor(name, np.ascontiguousarray(array, dtype=_NUMPY[self.output_dtypes[name]]))
+        """An InferenceResponse holding `outputs`, each cast to its contract dtype (the dense and ColBERT
+        vectors keep the dtype of the format the request asked for)."""
+        tensors = [self.pb.Tensor(name, np.ascontiguousarray(
+                       array, dtype=None if name in FORMATTED_OUTPUTS else _NUMPY[self.output_dtypes[name]]))
                    for name, array in outputs.items()]
         return self.pb.InferenceResponse(output_tensors=tensors)
 
