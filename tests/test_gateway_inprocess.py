@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from fake_triton import CONFIGS, answer
 from starlette.testclient import TestClient
@@ -186,3 +187,66 @@ def test_httpx_sees_the_same_app() -> None:  # the ASGI app works under another 
     import asyncio
 
     assert asyncio.run(go()) == 200
+
+
+def test_the_format_literal_is_the_clients() -> None:
+    from typing import get_args
+
+    from bge_m3_client import formats
+    from bge_m3_gateway.schemas import Format
+
+    assert get_args(Format) == formats.FORMATS
+
+
+def test_native_embed_takes_formats_and_sends_the_scales() -> None:
+    from bge_m3_client import formats
+
+    plain = CLIENT.post("/v1/m3/embed", json={"texts": ["one two", "three"], "return_colbert": True}).json()["data"]
+    for fmt in formats.FORMATS:
+        body = {"texts": ["one two", "three"], "return_colbert": True, "dense_format": fmt, "colbert_format": fmt}
+        data = CLIENT.post("/v1/m3/embed", json=body).json()["data"]
+        for item, base in zip(data, plain):
+            dense = np.array(item["dense"])
+            expected, scale = formats.encode(np.array(base["dense"], dtype=np.float32)[None], fmt)
+            np.testing.assert_allclose(dense, expected[0], atol=1e-3 if fmt == "float16" else 0)
+            assert ("dense_scale" in item) == (scale is not None)
+            assert ("colbert_scale" in item) == (fmt in formats.SCALED)
+            if "colbert_scale" in item:
+                assert len(item["colbert_scale"]) == len(item["colbert"])
+    refused = CLIENT.post("/v1/m3/embed", json={"texts": ["x"], "dense_format": "int4"})
+    assert refused.status_code == 400 and "dense_format" in refused.json()["error"]["message"]
+
+
+def test_cohere_embed_answers_every_type_from_one_pass() -> None:
+    from bge_m3_client import formats
+
+    body = {"model": "embed-v4.0", "input_type": "search_document", "texts": ["one two", "three"],
+            "embedding_types": ["float", "int8", "uint8", "binary", "ubinary", "base64"]}
+    reply = CLIENT.post("/v2/embed", json=body)
+    assert reply.status_code == 200, reply.text
+    answer = reply.json()
+    assert answer["texts"] == body["texts"] and answer["response_type"] == "embeddings_by_type"
+    assert answer["meta"]["billed_units"]["input_tokens"] > 0
+    floats = np.array(answer["embeddings"]["float"], dtype=np.float32)
+    for kind, fmt in (("int8", "int8"), ("uint8", "uint8"), ("binary", "binary"), ("ubinary", "ubinary")):
+        np.testing.assert_array_equal(np.array(answer["embeddings"][kind]), formats.encode(floats, fmt)[0])
+    import base64
+
+    decoded = np.frombuffer(base64.b64decode(answer["embeddings"]["base64"][0]), dtype="<f4")
+    np.testing.assert_array_equal(decoded, floats[0])
+    query = CLIENT.post("/v2/embed", json={**body, "input_type": "search_query", "embedding_types": ["float"]})
+    assert set(query.json()["embeddings"]) == {"float"}
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ({"input_type": "image", "texts": ["x"]}, "input_type"),
+    ({"texts": ["x"], "inputs": [{"content": [{"type": "text", "text": "y"}]}]}, "either 'texts' or 'inputs'"),
+    ({}, "either 'texts' or 'inputs'"),
+    ({"texts": ["x"], "embedding_types": ["int4"]}, "embedding_types"),
+    ({"texts": ["x"], "truncate": "START"}, "truncate"),
+    ({"texts": ["\ud83d"]}, "'texts[0]' is not valid Unicode"),
+])
+def test_cohere_embed_refuses_in_cohere_words(body: dict, needle: str) -> None:
+    reply = send(CLIENT, "/v2/embed", body)
+    assert reply.status_code == 400 and set(reply.json()) == {"message"} and needle in reply.json()["message"], \
+        reply.text

@@ -21,7 +21,7 @@ from bge_m3_gateway.backend import Backend
 from bge_m3_gateway.errors import ApiError, error_body, style_for
 from bge_m3_gateway.metrics import GatewayMetrics
 from bge_m3_gateway.middleware import TOO_LARGE, GuardMiddleware
-from bge_m3_gateway.routes import native, openai, rerank, sketch, tei
+from bge_m3_gateway.routes import cohere, native, openai, rerank, sketch, tei
 from bge_m3_gateway.routes.common import JSON, backend
 from bge_m3_gateway.schemas import UNICODE_ERROR, Health
 from bge_m3_gateway.settings import GatewaySettings
@@ -51,7 +51,7 @@ def create_app(settings: GatewaySettings, backend_override: Backend | None = Non
     if backend_override is not None:  # usable without the lifespan too (ASGI test clients that skip it)
         app.state.backend = backend_override
     app.state.started = time.time()
-    for module in (openai, rerank, tei, native, sketch):
+    for module in (openai, cohere, rerank, tei, native, sketch):
         app.include_router(module.router)
     _add_operations(app, metrics)
     _add_playground(app)

@@ -77,11 +77,13 @@ class Backend:
         return self._served
 
     async def embed(self, texts: Sequence[str], passage: bool, dense: bool = True, sparse: bool = False,
-                    colbert: bool = False, max_length: int | None = None) -> list[EmbeddingResult]:
-        """The requested outputs for each text."""
+                    colbert: bool = False, max_length: int | None = None, dense_format: str = "float32",
+                    colbert_format: str = "float32") -> list[EmbeddingResult]:
+        """The requested outputs for each text, dense and ColBERT in the formats asked for."""
         return await self._call(self.client.encode(texts, is_passage=passage, return_dense=dense,
                                                    return_sparse=sparse, return_colbert=colbert,
-                                                   max_length=max_length))
+                                                   max_length=max_length, dense_format=dense_format,
+                                                   colbert_format=colbert_format))
 
     async def tokenize(self, texts: Sequence[str], passage: bool = True,
                        max_length: int | None = None) -> list[TokenizedText]:

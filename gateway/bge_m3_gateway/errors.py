@@ -71,7 +71,7 @@ SKETCH_PATHS = frozenset({"/embeddings/", "/rerank/"})
 
 def style_for(path: str) -> str:
     """Which API family a path belongs to, for the shape of its errors."""
-    if path == "/v2/rerank":
+    if path in ("/v2/rerank", "/v2/embed"):
         return "cohere"
     if path in TEI_PATHS:
         return "tei"

@@ -47,6 +47,7 @@ FilledTextList = Annotated[list[Any], WithJsonSchema(_list(_FILLED))]
 # Token lengths: bounded at the edge, so nothing out of range reaches Triton (whose request
 # parameters are 64-bit); the served model's own limit may be lower, and it answers that itself.
 Length = Annotated[int, Field(ge=2, le=c.MAX_TOKENS)]
+Format = Literal["float32", "float16", "int8", "uint8", "binary", "ubinary"]  # bge_m3_client.formats.FORMATS
 Count = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
@@ -207,6 +208,27 @@ class CohereRerankResponse(BaseModel):
     meta: dict[str, Any]
 
 
+class CohereEmbeddings(BaseModel):
+    """The vectors of each type asked for."""
+
+    float_: list[Vector] | None = Field(default=None, alias="float")
+    int8: list[list[int]] | None = None
+    uint8: list[list[int]] | None = None
+    binary: list[list[int]] | None = None
+    ubinary: list[list[int]] | None = None
+    base64: list[str] | None = None
+
+
+class CohereEmbedResponse(BaseModel):
+    """Cohere's v2 embed response."""
+
+    id: str
+    response_type: Literal["embeddings_by_type"]
+    embeddings: CohereEmbeddings
+    texts: list[str]
+    meta: dict[str, Any]
+
+
 class JinaRerankResponse(BaseModel):
     """Jina's (and vLLM's) rerank response."""
 
@@ -226,9 +248,12 @@ class M3Embedding(BaseModel):
     index: int
     tokens: int
     truncated: bool
-    dense: Vector | None = None
+    dense: Vector | list[int] | None = Field(default=None, description="floats, or integers in an integer format")
+    dense_scale: float | None = Field(default=None, description="with dense_format int8 or uint8")
     sparse: Sparse | None = None
-    colbert: list[Vector] | None = None
+    colbert: list[Vector] | list[list[int]] | None = None
+    colbert_scale: list[float] | None = Field(default=None, description="with colbert_format int8 or uint8, one "
+                                                                        "per ColBERT vector")
 
 
 class M3Usage(BaseModel):

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bge_m3_client import contract as c
 from bge_m3_gateway.routes.common import JSON, backend, served, settings, text_list
 from bge_m3_gateway.schemas import (
+    Format,
     Length,
     M3EmbedResponse,
     M3ExplainResponse,
@@ -35,6 +36,8 @@ class M3EmbedRequest(BaseModel):
     return_dense: bool = True
     return_sparse: bool = True
     return_colbert: bool = False
+    dense_format: Format = Field(default="float32", description="the dense vectors' numeric format (docs/formats.md)")
+    colbert_format: Format = Field(default="float32", description="the ColBERT vectors' numeric format")
 
 
 class M3ScoreRequest(BaseModel):
@@ -67,7 +70,8 @@ async def m3_embed(body: M3EmbedRequest, request: Request) -> JSON:
     texts = text_list(body.texts, "texts", settings(request).max_inputs)
     results = await backend(request).embed(texts, passage=body.mode == "passage", dense=body.return_dense,
                                            sparse=body.return_sparse, colbert=body.return_colbert,
-                                           max_length=body.max_length)
+                                           max_length=body.max_length, dense_format=body.dense_format,
+                                           colbert_format=body.colbert_format)
     tokens = sum(r.tokens for r in results)
     served(request, "/v1/m3/embed", len(texts), tokens)
     data = []
@@ -75,10 +79,14 @@ async def m3_embed(body: M3EmbedRequest, request: Request) -> JSON:
         item: dict[str, Any] = {"index": index, "tokens": result.tokens, "truncated": result.truncated}
         if body.return_dense:
             item["dense"] = result.dense
+            if result.dense_scale is not None:
+                item["dense_scale"] = result.dense_scale
         if body.return_sparse:
             item["sparse"] = result.sparse
         if body.return_colbert:
             item["colbert"] = result.colbert
+            if result.colbert_scale is not None:
+                item["colbert_scale"] = result.colbert_scale.reshape(-1)
         data.append(item)
     return JSON({"data": data, "usage": {"tokens": tokens}})
 
