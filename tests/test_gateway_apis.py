@@ -102,6 +102,29 @@ def test_cohere_sdk_rerank(gateway: Gateway, client: BGEM3Client) -> None:
     assert sorted((r.index, r.relevance_score) for r in combined.results) == list(enumerate(scores))
 
 
+def test_cohere_sdk_embed_with_three_types_at_once(gateway: Gateway, client: BGEM3Client) -> None:
+    """The `cohere` SDK's ClientV2.embed against the gateway: float, int8 and ubinary in one call, each what the
+    server's own formats give, the query and document modes as input_type says."""
+    from bge_m3_client import formats
+
+    sdk = cohere.ClientV2(api_key=GATEWAY_KEY, base_url=gateway.url, httpx_client=opened(httpx.Client(timeout=60)))
+    response = sdk.embed(model="bge-m3", input_type="search_document", texts=DOCS,
+                         embedding_types=["float", "int8", "ubinary"])
+    passages = client.encode(DOCS, is_passage=True, return_sparse=False)
+    for index, expected in enumerate(passages):
+        assert expected.dense is not None
+        np.testing.assert_allclose(response.embeddings.float_[index], expected.dense, atol=1e-6)
+        for kind, got in (("int8", response.embeddings.int8), ("ubinary", response.embeddings.ubinary)):
+            np.testing.assert_array_equal(got[index], formats.encode(expected.dense[None], kind)[0][0])
+    assert response.texts == DOCS and response.meta.billed_units.input_tokens == sum(p.tokens for p in passages)
+    query = sdk.embed(model="bge-m3", input_type="search_query", texts=[QUERY], embedding_types=["float"])
+    expected_query = client.encode([QUERY], return_sparse=False)[0].dense
+    np.testing.assert_allclose(query.embeddings.float_[0], expected_query, atol=1e-6)
+    with pytest.raises(cohere.core.api_error.ApiError) as refused:
+        sdk.embed(model="bge-m3", input_type="search_query", texts=[QUERY], embedding_types=["int4"])
+    assert refused.value.status_code == 400 and "embedding_types" in str(refused.value.body)
+
+
 def test_jina_style_rerank(gateway: Gateway, client: BGEM3Client) -> None:
     body = http(gateway).post("/v1/rerank", json={"model": "bge-reranker", "query": QUERY, "documents": DOCS,
                                                   "top_n": 10, "return_documents": True}).json()
