@@ -232,3 +232,52 @@ def test_memory_stays_flat_on_a_large_corpus(server: Server, tmp_path: Path) -> 
     small, large = peak_mib(2_000), peak_mib(20_000)
     print(f"job peak RSS: {small:.0f} MiB for 2,000 documents, {large:.0f} MiB for 20,000")
     assert large - small < 60, (small, large)
+
+
+def test_compact_formats_into_parquet_and_qdrant_edge_read_back_as_served(server: Server, tmp_path: Path) -> None:
+    """--colbert-format float16 (and an int8 dense vector) into Parquet, float16 ColBERT and uint8 dense into
+    Qdrant Edge: read back, the vectors are the ones the server gives in those formats; the float16 ColBERT
+    column takes half float32's bytes."""
+    from qdrant_edge import EdgeShard
+
+
+    docs = corpus(24, seed=11)
+    source = write_jsonl(tmp_path / "corpus.jsonl", docs)
+    with BGEM3Client(server.grpc, protocol="grpc") as client:
+        texts = [d["text"] for d in docs]
+        served = dict(zip((d["id"] for d in docs), client.encode(
+            texts, is_passage=True, return_colbert=True, dense_format="int8", colbert_format="float16")))
+        unsigned = dict(zip((d["id"] for d in docs), client.encode(
+            texts, is_passage=True, return_colbert=True, dense_format="uint8", colbert_format="float16")))
+    common = ["--url", server.grpc, "--protocol", "grpc", "--colbert", "--colbert-format", "float16"]
+    out = tmp_path / "parquet"
+    assert main(["embed", str(source), *common, "--dense-format", "int8", "--output", str(out)]) == 0
+    rows = read_dataset(out)
+    for doc_id, want in served.items():
+        assert rows[doc_id]["dense"].dtype == np.int8 and rows[doc_id]["colbert"].dtype == np.float16
+        np.testing.assert_array_equal(rows[doc_id]["dense"], want.dense)
+        assert rows[doc_id]["dense_scale"] == pytest.approx(want.dense_scale)
+        np.testing.assert_array_equal(rows[doc_id]["colbert"], want.colbert)
+    schema = pq.read_schema(next(out.glob("part-*.parquet")))
+    assert schema.metadata[b"bge_m3.colbert_format"] == b"float16"
+    full = tmp_path / "parquet-float32"
+    assert main(["embed", str(source), "--url", server.grpc, "--protocol", "grpc", "--colbert", "--output",
+                 str(full)]) == 0
+
+    def colbert_bytes(folder: Path) -> int:
+        return pq.read_table(folder, columns=["colbert"]).column("colbert").nbytes
+
+    assert colbert_bytes(out) <= 0.55 * colbert_bytes(full)
+
+    shard_path = tmp_path / "shard"
+    assert main(["embed", str(source), *common, "--dense-format", "uint8", "--qdrant", f"edge:{shard_path}"]) == 0
+    shard = EdgeShard.load(str(shard_path))
+    records = shard.retrieve([point_id(d["id"]) for d in docs], True, True)
+    shard.close()
+    assert len(records) == len(docs)
+    for record in records:
+        want = unsigned[record.payload["doc_id"]]
+        np.testing.assert_array_equal(np.asarray(record.vector["dense"]), want.dense.astype(np.float32))
+        np.testing.assert_array_equal(np.asarray(record.vector["colbert"], dtype=np.float16), want.colbert)
+    with pytest.raises(SystemExit, match="no int8 datatype|uint8"):
+        main(["embed", str(source), *common, "--dense-format", "int8", "--qdrant", f"edge:{tmp_path / 'other'}"])

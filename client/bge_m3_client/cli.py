@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bge_m3_client import formats
+
 EMBED_HELP = """Embed a corpus into a Parquet dataset or Qdrant. INPUT is JSONL, CSV, Parquet or plain text
 (one document a line, its line number the id), read as a stream. Rerun the same command after a crash
 or Ctrl-C: what the output already holds is skipped. Exit codes: 0 every document embedded; 1 some
@@ -37,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--text-field", default="text", help="the text's field or column (default text)")
     embed.add_argument("--queries", action="store_true", help="embed as queries (default: passages)")
     embed.add_argument("--colbert", action="store_true", help="also ColBERT vectors")
+    embed.add_argument("--dense-format", choices=formats.FORMATS, default=formats.FLOAT32,
+                       help="the dense vectors' numeric format, in Parquet and Qdrant (docs/formats.md)")
+    embed.add_argument("--colbert-format", choices=formats.FORMATS, default=formats.FLOAT32,
+                       help="the ColBERT vectors' numeric format (float16 takes half the space)")
     embed.add_argument("--concurrency", type=int, default=8, help="batches in flight (default 8)")
     embed.add_argument("--batch-size", type=int, default=64, help="documents per request (default 64)")
     embed.add_argument("--max-length", type=int, help="tokens per document (default: the server's)")
@@ -54,21 +60,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_sink(args: argparse.Namespace) -> tuple[Any, Path]:
     """The output the arguments name, and the failed file's path."""
+    try:
+        return _make_sink(args)
+    except ValueError as exc:  # a format the output cannot store
+        raise SystemExit(f"bge-m3-client embed: {exc}") from None
+
+
+def _make_sink(args: argparse.Namespace) -> tuple[Any, Path]:
     if args.output is not None:
         from bge_m3_client.bulk.parquet import ParquetSink
 
-        return ParquetSink(args.output, args.colbert, part_rows=args.part_rows), \
+        return ParquetSink(args.output, args.colbert, part_rows=args.part_rows, dense_format=args.dense_format,
+                           colbert_format=args.colbert_format), \
             args.failed or args.output / "_failed.jsonl"
     if args.qdrant.startswith("edge:"):
         from bge_m3_client.bulk.qdrant import EdgeSink
 
-        return EdgeSink(args.qdrant[5:], args.colbert, args.colbert_max_vectors), \
+        return EdgeSink(args.qdrant[5:], args.colbert, args.colbert_max_vectors, args.dense_format,
+                        args.colbert_format), \
             args.failed or Path(args.qdrant[5:].rstrip("/") + "-failed.jsonl")
     if not args.collection:
         raise SystemExit("bge-m3-client embed: --qdrant needs --collection")
     from bge_m3_client.bulk.qdrant import QdrantSink
 
-    return QdrantSink(args.qdrant, args.collection, args.colbert, args.colbert_max_vectors), \
+    return QdrantSink(args.qdrant, args.collection, args.colbert, args.colbert_max_vectors,
+                      dense_format=args.dense_format, colbert_format=args.colbert_format), \
         args.failed or Path(f"failed-{args.collection}.jsonl")
 
 
@@ -84,7 +100,8 @@ def embed(args: argparse.Namespace) -> int:
     options = JobOptions(input=args.input, fmt=args.format or detect_format(args.input), failed_path=failed,
                          id_field=args.id_field, text_field=args.text_field, queries=args.queries,
                          colbert=args.colbert, concurrency=args.concurrency, batch_size=args.batch_size,
-                         max_length=args.max_length, strict=args.strict, max_failures=args.max_failures)
+                         max_length=args.max_length, strict=args.strict, max_failures=args.max_failures,
+                         dense_format=args.dense_format, colbert_format=args.colbert_format)
     client = BGEM3Client(args.url, protocol=args.protocol, retries=args.retries)
     # SIGTERM stops as Ctrl-C does; SIGINT too even where the job was started in the background (a shell
     # starts `job &` with SIGINT ignored, and Python then keeps it ignored).

@@ -51,6 +51,8 @@ class JobOptions:
     max_length: int | None = None
     strict: bool = False
     max_failures: int = 100_000
+    dense_format: str = "float32"
+    colbert_format: str = "float32"
 
 
 @dataclasses.dataclass
@@ -181,7 +183,8 @@ class EmbedJob:
     def _encode(self, documents: Sequence[Document]) -> list[EmbeddingResult]:
         return self.client.encode([d.text for d in documents], is_passage=not self.options.queries,
                                   return_dense=True, return_sparse=True, return_colbert=self.options.colbert,
-                                  max_length=self.options.max_length)
+                                  max_length=self.options.max_length, dense_format=self.options.dense_format,
+                                  colbert_format=self.options.colbert_format)
 
     def _embed(self, documents: list[Document]) -> tuple[Rows, Failures]:
         """Embed a batch; when the server refuses it (not retryable), find the documents at fault one by one."""

@@ -1,6 +1,8 @@
 """A Parquet dataset of part files: one row per document (`id`, `dense`, `sparse_indices`,
 `sparse_values`, `colbert` with --colbert, `tokens`, `truncated`), readable as is by pyarrow,
-pandas, DuckDB and Spark.
+pandas, DuckDB and Spark. The vectors are fixed-size lists of the format asked for (float32, float16,
+int8, uint8; the binary formats' packed bytes), with `dense_scale` / `colbert_scale` for int8 and uint8,
+and the formats in the schema's metadata (`bge_m3.dense_format`, `bge_m3.colbert_format`).
 
 A part file appears whole or not at all (written under a hidden name, then renamed), so a killed
 run leaves only complete parts, and the ids already in them are what a rerun skips.
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from bge_m3_client import formats
 from bge_m3_client.bulk.reader import Document
 from bge_m3_client.results import EmbeddingResult
 
@@ -27,11 +30,14 @@ PART_BYTES = 64 << 20  # a part is written once its buffered vectors reach this 
 class ParquetSink:
     """Buffers embedded documents and writes them as part files in `folder`."""
 
-    def __init__(self, folder: Path, colbert: bool, part_rows: int = PART_ROWS, part_bytes: int = PART_BYTES) -> None:
+    def __init__(self, folder: Path, colbert: bool, part_rows: int = PART_ROWS, part_bytes: int = PART_BYTES,
+                 dense_format: str = formats.FLOAT32, colbert_format: str = formats.FLOAT32) -> None:
         import pyarrow.parquet as pq
 
         self.folder = folder
         self.colbert = colbert
+        self.dense_format = dense_format
+        self.colbert_format = colbert_format
         self.part_rows = part_rows
         self.part_bytes = part_bytes
         folder.mkdir(parents=True, exist_ok=True)
@@ -73,6 +79,8 @@ class ParquetSink:
 
         ids = pa.array([d.id for d, _ in chunk], pa.string())
         table = pa.table({"id": ids, **embedding_columns([r for _, r in chunk], self.colbert)})
+        table = table.replace_schema_metadata({"bge_m3.dense_format": self.dense_format,
+                                               "bge_m3.colbert_format": self.colbert_format})
         name = f"part-{self._run}-{self._parts:05d}.parquet"
         temporary = self.folder / f".{name}.tmp"
         pq.write_table(table, temporary, compression="zstd")
@@ -88,36 +96,51 @@ class ParquetSink:
 
 
 def embedding_columns(results: Sequence[EmbeddingResult], colbert: bool) -> dict[str, Any]:
-    """Arrow columns of embedding results: `dense` (fixed-size list), `sparse_indices`, `sparse_values`,
-    `colbert` (list of fixed-size lists) when asked, `tokens`, `truncated`."""
+    """Arrow columns of embedding results: `dense` (fixed-size list of the dense format's type, and
+    `dense_scale` with int8 and uint8), `sparse_indices`, `sparse_values`, `colbert` (list of fixed-size
+    lists, and `colbert_scale`) when asked, `tokens`, `truncated`."""
     import pyarrow as pa
 
+    first = results[0] if results else EmbeddingResult(None, None, None, 0, False)
+    value = pa.from_numpy_dtype(np.dtype(formats.NUMPY_DTYPES[first.dense_format]))
     dims = {r.dense.shape[0] for r in results if r.dense is not None}
-    dense_type = pa.list_(pa.float32(), dims.pop()) if len(dims) == 1 else pa.list_(pa.float32())
-    columns: dict[str, Any] = {
-        "dense": pa.array([r.dense for r in results], dense_type),
-        "sparse_indices": pa.array([(r.sparse or {}).get("indices", []) for r in results], pa.list_(pa.int32())),
-        "sparse_values": pa.array([(r.sparse or {}).get("values", []) for r in results], pa.list_(pa.float32())),
-    }
+    dense_type = pa.list_(value, dims.pop()) if len(dims) == 1 else pa.list_(value)
+    columns: dict[str, Any] = {"dense": pa.array([r.dense for r in results], dense_type)}
+    if first.dense_format in formats.SCALED:
+        columns["dense_scale"] = pa.array([r.dense_scale for r in results], pa.float32())
+    columns["sparse_indices"] = pa.array([(r.sparse or {}).get("indices", []) for r in results], pa.list_(pa.int32()))
+    columns["sparse_values"] = pa.array([(r.sparse or {}).get("values", []) for r in results], pa.list_(pa.float32()))
     if colbert:
+        value = pa.from_numpy_dtype(np.dtype(formats.NUMPY_DTYPES[first.colbert_format]))
         widths = {r.colbert.shape[1] for r in results if r.colbert is not None and r.colbert.size}
-        inner = pa.list_(pa.float32(), widths.pop()) if len(widths) == 1 else pa.list_(pa.float32())
+        inner = pa.list_(value, widths.pop()) if len(widths) == 1 else pa.list_(value)
         columns["colbert"] = pa.array([list(r.colbert) if r.colbert is not None else [] for r in results],
                                       pa.list_(inner))
+        if first.colbert_format in formats.SCALED:
+            columns["colbert_scale"] = pa.array(
+                [r.colbert_scale.reshape(-1) if r.colbert_scale is not None else [] for r in results],
+                pa.list_(pa.float32()))
     columns["tokens"] = pa.array([r.tokens for r in results], pa.int32())
     columns["truncated"] = pa.array([r.truncated for r in results], pa.bool_())
     return columns
 
 
 def read_dataset(folder: Path) -> dict[str, dict[str, Any]]:
-    """Rows of a dataset written by `ParquetSink`, by id (numpy arrays for the vectors)."""
+    """Rows of a dataset written by `ParquetSink`, by id (numpy arrays for the vectors, of the type stored)."""
     import pyarrow.parquet as pq
 
     table = pq.read_table(folder)
+
+    def value_dtype(name: str) -> np.dtype:
+        kind = table.schema.field(name).type
+        while hasattr(kind, "value_type"):
+            kind = kind.value_type
+        return np.dtype(kind.to_pandas_dtype())
+
     out = {}
     for row in table.to_pylist():
-        row["dense"] = np.asarray(row["dense"], dtype=np.float32)
+        row["dense"] = np.asarray(row["dense"], dtype=value_dtype("dense"))
         if "colbert" in row:
-            row["colbert"] = np.asarray(row["colbert"], dtype=np.float32)
+            row["colbert"] = np.asarray(row["colbert"], dtype=value_dtype("colbert"))
         out[row["id"]] = row
     return out
