@@ -13,6 +13,8 @@ SUITES = {
     "latency": ("perf.latency", "lone queries against the bare core, and queries at concurrency 1 and 8"),
     "fidelity": ("perf.fidelity", "every precision against fp32 on the same checkpoint (a trained encoder: "
                                   "--encoder e5)"),
+    "formats": ("perf.formats", "compact vector formats: agreement with float32 on a trained encoder, bytes, "
+                                "throughput"),
     "gateway": ("perf.gateway", "the gateway's cost against the client straight to Triton"),
     "bulk": ("perf.bulk", "the bulk job against perf_analyzer's best"),
     "ceiling": ("perf.ceiling", "torch's matmul rate at the encoder's shapes: the machine's own limit"),

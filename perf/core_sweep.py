@@ -56,12 +56,12 @@ def main() -> int:
     args = options.parse_args()
 
     import torch
-    from ceiling import for_checkpoint
-    from corpus import make_texts
 
     from bge_m3_triton.core.m3 import M3Model
     from bge_m3_triton.core.settings import ModelSettings
     from bge_m3_triton.core.tokens import load_tokenizer
+    from perf.ceiling import for_checkpoint
+    from perf.corpus import make_texts
 
     checkpoint = benchmark_checkpoint(args.preset)
     tokenizer = load_tokenizer(checkpoint)

