@@ -1,5 +1,6 @@
 """The runtime plan's decision table (core/plan.py): settings and machine facts in, what an instance runs with
-out. The figures behind each rule are in docs/decisions/ (004 dtype, 003 compiling, 005 attention, 007 budget)."""
+out. The figures behind each rule are in docs/decisions/ (004 dtype, 003 compiling, 005 attention, 007 budget,
+012 engine)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ ZEN4 = MachineFacts("cpu", cores=2, native_bf16=True, amx=False, cxx=True, bf16_
 XEON_AMX = MachineFacts("cpu", cores=2, native_bf16=True, amx=True, cxx=True, bf16_speedup=7.0)
 XEON_AMX_OFF = MachineFacts("cpu", cores=2, native_bf16=True, amx=False, cxx=True, bf16_speedup=0.7)
 ZEN3 = MachineFacts("cpu", cores=2, native_bf16=False, cxx=True)
+ZEN4_OV = dataclasses.replace(ZEN4, openvino=True)
 AMX_NO_CXX = dataclasses.replace(XEON_AMX, cxx=False)
 A100 = MachineFacts("cuda:0", cores=16, gpu_capability=(8, 0))
 H100 = MachineFacts("cuda:1", cores=16, gpu_capability=(9, 0))
@@ -50,6 +52,13 @@ TABLE = [
     (T4, {}, ("float16", "sdpa", False, 4096, False)),
     (V100, {}, ("float16", "sdpa", False, 4096, False)),
     (T4, {"compile": "inductor", "attention": "onednn-graph"}, ("float16", "sdpa", False, 4096, False)),
+    # engine openvino (012): its own attention, never compiled by torch, its IR mapped rather than shared weights
+    (ZEN4_OV, {"engine": "openvino"}, ("bfloat16", "openvino", False, 2048, False)),
+    (ZEN4_OV, {"engine": "openvino", "dtype": "int8"}, ("int8", "openvino", False, 1024, False)),
+    (ZEN4_OV, {"engine": "openvino", "compile": "inductor"}, ("bfloat16", "openvino", False, 2048, False)),
+    (dataclasses.replace(ZEN3, openvino=True), {"engine": "openvino"}, ("float32", "openvino", False, 1024, False)),
+    (ZEN4_OV, {"engine": "torch"}, ("bfloat16", "onednn-graph", False, 2048, True)),
+    (dataclasses.replace(A100, openvino=True), {"engine": "openvino"}, ("bfloat16", "sdpa", False, 4096, False)),
 ]
 
 
@@ -80,6 +89,30 @@ def test_cpu_threads_follow_the_instances_computing_at_once(cores: int, computin
     assert cpu_threads(settings(torch_threads=requested), facts) == threads
     assert plan(settings(torch_threads=requested), facts).threads == threads
     assert plan(settings(torch_threads=requested), A100).threads == requested  # GPUs: torch's default unless set
+
+
+def test_the_engine_is_recorded_and_auto_follows_the_measured_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bge_m3_triton.core import plan as plan_module
+
+    assert plan(settings(engine="openvino"), ZEN4_OV).engine == "openvino"
+    assert plan(settings(engine="openvino"), dataclasses.replace(A100, openvino=True)).engine == "torch"  # GPUs
+    assert plan(settings(), ZEN4).engine == "torch"  # auto without openvino installed
+    monkeypatch.setattr(plan_module, "OPENVINO_AUTO_DTYPES", frozenset({"bfloat16"}))
+    chosen = plan(settings(), ZEN4_OV)
+    assert chosen.engine == "openvino" and "decision 012" in chosen.describe()
+    assert plan(settings(dtype="float32"), ZEN4_OV).engine == "torch"  # a precision auto does not take
+    assert plan(settings(), dataclasses.replace(XEON_AMX, openvino=True)).engine == "torch"  # AMX: not measured
+    assert plan(settings(), ZEN4).engine == "torch"
+
+
+@pytest.mark.parametrize(("facts", "values", "message"), [
+    (ZEN4, {"engine": "openvino"}, "openvino package is not installed"),
+    (ZEN4_OV, {"engine": "openvino", "dtype": "float16"}, "not float16"),
+])
+def test_an_engine_this_machine_cannot_run_is_refused(facts: MachineFacts, values: dict[str, Any],
+                                                     message: str) -> None:
+    with pytest.raises(PlanError, match=message):
+        plan(settings(**values), facts)
 
 
 def test_int8_on_a_gpu_is_refused_with_the_reason() -> None:

@@ -10,6 +10,7 @@ from conftest import Server, start_server
 from reference import TEXTS
 
 from bge_m3_client import BGEM3Client
+from bge_m3_triton.core import openvino_engine
 from perf import fidelity
 
 # Lower bounds on the tiny random checkpoint (hidden size 32), under what was measured there
@@ -41,24 +42,30 @@ def outputs(url: str) -> list[fidelity.Output]:
     return [(r.dense, dict(zip(r.sparse["indices"], r.sparse["values"])), r.colbert) for r in results]
 
 
-@pytest.mark.parametrize(("precision", "attention", "compiled"), [
-    ("bfloat16", "sdpa", "off"), ("bfloat16", "onednn-graph", "off"), ("bfloat16", "sdpa", "inductor"),
-    ("int8", "auto", "off")])
+@pytest.mark.parametrize(("precision", "attention", "compiled", "engine"), [
+    ("bfloat16", "sdpa", "off", "torch"), ("bfloat16", "onednn-graph", "off", "torch"),
+    ("bfloat16", "sdpa", "inductor", "torch"), ("int8", "auto", "off", "torch"),
+    ("bfloat16", "auto", "auto", "openvino"), ("int8", "auto", "auto", "openvino")])
 @pytest.mark.server
 def test_precision_serves_within_its_bounds(server: Server, tmp_path: Path, m3_checkpoint: Path,
-                                           precision: str, attention: str, compiled: str) -> None:
+                                           precision: str, attention: str, compiled: str, engine: str) -> None:
     """bf16 with each attention (onednn-graph: core/attention.py, where this CPU fuses bf16), bf16 compiled by
-    inductor (core/compiling.py), and int8."""
+    inductor (core/compiling.py), and int8 (dynamic); OpenVINO's bf16 and static int8 (core/openvino_engine.py)."""
     if attention == "onednn-graph" and not fuses_here(precision):  # its fallback: test_attention.py
         pytest.skip(f"oneDNN Graph does not fuse {precision} attention on this CPU")
+    if engine == "openvino" and not openvino_engine.available():
+        pytest.skip("openvino is not installed")
     running = start_server(tmp_path, ["--model", str(m3_checkpoint), "--dtype", precision, "--attention", attention,
-                                      "--compile", compiled, "--models", "bge_m3"], ["bge_m3"])
+                                      "--compile", compiled, "--engine", engine, "--models", "bge_m3"], ["bge_m3"],
+                           env={"BGE_M3_SHARED_WEIGHTS_DIR": str(tmp_path / "shared")})
     try:
         figures = fidelity.compare(outputs(server.http), outputs(running.http))
     finally:
         assert running.stop() == 0
     if compiled == "inductor":
         assert "compiled by inductor" in running.log.read_text()
+    if engine == "openvino":
+        assert "on OpenVINO's CPU plugin" in running.log.read_text()
     if attention == "onednn-graph":
         from bge_m3_triton.core.attention import NAME
 

@@ -52,13 +52,10 @@ def load_pretrained(settings: ModelSettings, auto_class: Any, what: str, require
         devices.configure_threads(runtime_plan.threads)
     if runtime_plan.keep_freed_memory:
         allocator.keep_freed_memory()
+    if runtime_plan.engine == "openvino":
+        return _load_openvino(settings, auto_class, what, runtime_plan, folder, [weights_file, folder / "config.json"])
     dtype = devices.TORCH_DTYPES[runtime_plan.dtype]
-    try:
-        model = auto_class.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
-    except Exception as exc:
-        raise checkpoint.CheckpointError(f"could not load the {what} from {folder.name!r}: "
-                                         f"{type(exc).__name__}: {exc}") from None
-    model = model.to(device).eval()
+    model = _from_pretrained(auto_class, folder, dtype, what).to(device).eval()
     if runtime_plan.attention == "onednn-graph":
         _use_fused_attention(model, dtype)
     mapped = None
@@ -76,6 +73,38 @@ def load_pretrained(settings: ModelSettings, auto_class: Any, what: str, require
              settings.model, device, runtime_plan.dtype, model.config._attn_implementation,
              ", compiled by inductor" if runtime_plan.compile else "", runtime_plan.max_batch_tokens)
     return Loaded(folder, model, device, dtype,
+                  dataclasses.replace(settings, max_batch_tokens=runtime_plan.max_batch_tokens), runtime_plan)
+
+
+def _from_pretrained(auto_class: Any, folder: Path, dtype: torch.dtype, what: str) -> Any:
+    try:
+        return auto_class.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
+    except Exception as exc:
+        raise checkpoint.CheckpointError(f"could not load the {what} from {folder.name!r}: "
+                                         f"{type(exc).__name__}: {exc}") from None
+
+
+def _load_openvino(settings: ModelSettings, auto_class: Any, what: str, runtime_plan: RuntimePlan, folder: Path,
+                   files: list[Path]) -> Loaded:
+    """The transformer run by OpenVINO (core.openvino_engine): the torch model is loaded (in fp32) only
+    when its IR has to be built; the model core's heads then run in fp32 on the engine's fp32 output."""
+    from transformers import AutoConfig
+
+    from bge_m3_triton.core import openvino_engine
+    from bge_m3_triton.core.tokens import load_tokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except Exception as exc:
+        raise checkpoint.CheckpointError(f"could not load the {what} from {folder.name!r}: "
+                                         f"{type(exc).__name__}: {exc}") from None
+    output = "last_hidden_state" if auto_class.__name__ == "AutoModel" else "logits"
+    model = openvino_engine.load(files, runtime_plan.dtype, runtime_plan.threads, output,
+                                 lambda: _from_pretrained(auto_class, folder, torch.float32, what),
+                                 lambda: load_tokenizer(folder), config)
+    LOG.info("loaded %s %s on OpenVINO's CPU plugin as %s, sub-batches of up to %d padded tokens", what,
+             settings.model, runtime_plan.dtype, runtime_plan.max_batch_tokens)
+    return Loaded(folder, model, torch.device("cpu"), torch.float32,
                   dataclasses.replace(settings, max_batch_tokens=runtime_plan.max_batch_tokens), runtime_plan)
 
 

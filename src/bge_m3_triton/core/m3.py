@@ -85,7 +85,8 @@ class M3Model:
     @property
     def dtype(self) -> torch.dtype:
         """The dtype the weights run in."""
-        return next(self.encoder.parameters()).dtype
+        engine_dtype = getattr(self.encoder, "engine_dtype", None)  # OpenVINO: its output's, fp32
+        return engine_dtype or next(self.encoder.parameters()).dtype
 
     def tokenize(self, texts: Sequence[str], max_lengths: Sequence[int], spans: bool = False) -> Tokenized:
         """Token ids per text, each truncated to its own max length (capped at the model's positions);

@@ -19,6 +19,7 @@ BF16_MIN_SPEEDUP = 1.25  # bf16 must multiply this much faster than fp32 for `au
 BF16_CAPABILITY = (8, 0)  # Ampere: the first GPUs whose tensor cores run bf16
 CPU_BUDGETS = {"bfloat16": 2048, "float32": 1024, "float16": 1024, "int8": 1024}  # decision 007
 GPU_BUDGET = 4096
+OPENVINO_AUTO_DTYPES: frozenset[str] = frozenset()  # what `engine auto` runs on OpenVINO (decision 012)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,7 @@ class MachineFacts:
     cxx: bool = False  # a C++ compiler for inductor is on PATH (or in $CXX)
     bf16_speedup: float | None = None  # CPU: bf16's matmul rate over fp32's, measured (None: not measured)
     gpu_capability: tuple[int, int] | None = None  # GPU: the device's compute capability
+    openvino: bool = False  # OpenVINO can be imported here
 
     @classmethod
     def gather(cls, settings: ModelSettings, device: str, computing_instances: int = 1) -> MachineFacts:
@@ -47,9 +49,12 @@ class MachineFacts:
             index = devices.resolve_device(device)
             return cls(device=str(index), cores=cores, computing_instances=computing_instances,
                        gpu_capability=tuple(torch.cuda.get_device_capability(index)))  # type: ignore[arg-type]
+        from bge_m3_triton.core import openvino_engine
+
         native = devices.cpu_has_fast_bf16()
         facts = cls(device="cpu", cores=cores, computing_instances=computing_instances, native_bf16=native,
-                    amx=native and devices.cpu_uses_amx(), cxx=compiling.cpp_compiler() is not None)
+                    amx=native and devices.cpu_uses_amx(), cxx=compiling.cpp_compiler() is not None,
+                    openvino=openvino_engine.available())
         if settings.dtype == "auto" and native:
             threads = torch.get_num_threads()
             torch.set_num_threads(cpu_threads(settings, facts))  # the probe runs on the instance's threads
@@ -66,8 +71,9 @@ class RuntimePlan:
     """What an instance runs with, and why."""
 
     device: str  # "cpu" or "cuda:N"
-    dtype: str  # "float32", "bfloat16", "float16" or "int8" (fp32 weights, dynamic int8 Linear layers)
-    attention: str  # "sdpa" or "onednn-graph"
+    dtype: str  # "float32", "bfloat16", "float16" or "int8" (torch: dynamic int8 Linear layers; OpenVINO: static)
+    attention: str  # "sdpa" or "onednn-graph" (torch); "openvino": the engine's own
+    engine: str  # "torch" or "openvino"
     compile: bool  # torch.compile with inductor at load
     threads: int  # torch's intra-op threads; 0: leave torch's default (GPUs)
     max_batch_tokens: int  # padded tokens of one sub-batch at most
@@ -99,17 +105,34 @@ def plan(settings: ModelSettings, facts: MachineFacts) -> RuntimePlan:
     why: list[str] = []
     cpu = facts.device == "cpu"
     dtype = _dtype(settings, facts, why)
-    compile_it = _compile(settings, facts, dtype, why)
-    attention = _attention(settings, facts, dtype, compile_it, why)
+    engine = _engine(settings, facts, dtype, why)
+    openvino = engine == "openvino"
+    compile_it = not openvino and _compile(settings, facts, dtype, why)
+    attention = "openvino" if openvino else _attention(settings, facts, dtype, compile_it, why)
     budget = settings.max_batch_tokens or (CPU_BUDGETS[dtype] if cpu else GPU_BUDGET)
     if not settings.max_batch_tokens:
         why.append(f"{budget}-token sub-batches for {dtype} on {'CPU' if cpu else 'GPU'}")
-    share = cpu and settings.share_weights == "on" and dtype != "int8"
-    if cpu and settings.share_weights == "on" and dtype == "int8":
+    share = cpu and settings.share_weights == "on" and dtype != "int8" and not openvino
+    if cpu and settings.share_weights == "on" and dtype == "int8" and not openvino:
         why.append("int8 weights are not shared (quantized per instance)")
-    return RuntimePlan(device=facts.device, dtype=dtype, attention=attention, compile=compile_it,
+    return RuntimePlan(device=facts.device, dtype=dtype, attention=attention, engine=engine, compile=compile_it,
                        threads=cpu_threads(settings, facts) if cpu else settings.torch_threads,
                        max_batch_tokens=budget, share_weights=share, keep_freed_memory=cpu, why=tuple(why))
+
+
+def _engine(settings: ModelSettings, facts: MachineFacts, dtype: str, why: list[str]) -> str:
+    if facts.device != "cpu" or settings.engine == "torch":
+        return "torch"
+    if settings.engine == "openvino":
+        if not facts.openvino:
+            raise PlanError("engine openvino: the openvino package is not installed here")
+        if dtype == "float16":
+            raise PlanError("engine openvino runs float32, bfloat16 or int8 on CPU, not float16")
+        return "openvino"
+    if facts.openvino and dtype in OPENVINO_AUTO_DTYPES and not facts.amx:
+        why.append(f"openvino: {dtype} on a CPU without AMX (decision 012)")
+        return "openvino"
+    return "torch"
 
 
 def _dtype(settings: ModelSettings, facts: MachineFacts, why: list[str]) -> str:
