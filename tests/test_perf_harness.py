@@ -82,3 +82,33 @@ def test_the_noise_floor_restores_the_threads_it_changed() -> None:
     threads = torch.get_num_threads()
     measured = noise.measure(2.0, 1, "float32", repeats=30)
     assert torch.get_num_threads() == threads and measured.threads == 1
+
+
+def test_retrieval_agreement_sees_a_swap_in_the_top_ten_and_the_gate_rejects_it() -> None:
+    """One query over 12 passages whose dense scores fall with their index: swapping passages 9 and 10's
+    vectors moves one passage out of the top 10 (overlap 0.9, under the gate); swapping 0 and 1 moves none."""
+    import numpy as np
+
+    from perf import fidelity
+
+    rng = np.random.default_rng(0)
+    query = rng.normal(size=8)
+    query /= np.linalg.norm(query)
+    passages = []
+    for index in range(12):  # cosine with the query 0.95, 0.90, ... : a known order
+        other = rng.normal(size=8)
+        other -= other @ query * query
+        other /= np.linalg.norm(other)
+        cosine = 0.95 - 0.05 * index
+        passages.append(cosine * query + np.sqrt(1 - cosine ** 2) * other)
+    colbert = [np.stack([query, query])]
+
+    def side(order: list[int]) -> tuple[list[fidelity.Output], list[fidelity.Output]]:
+        return ([(query, {1: 1.0}, colbert[0])],
+                [(passages[i], {1: 1.0 / (1 + i)}, np.stack([passages[i]])) for i in order])
+
+    reference = side(list(range(12)))
+    outside = fidelity.retrieval(reference, side([0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 9, 11]))
+    assert outside["dense top-10"] == pytest.approx(0.9) and not fidelity.passes_gate(outside)
+    inside = fidelity.retrieval(reference, side([1, 0, *range(2, 12)]))
+    assert inside["dense top-10"] == 1.0 and inside["dense Spearman"] < 1.0

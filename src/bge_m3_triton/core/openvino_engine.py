@@ -39,6 +39,11 @@ from bge_m3_triton.core import shared_weights
 LOG = logging.getLogger(__name__)
 PRECISIONS = {"float32": "f32", "bfloat16": "bf16", "int8": "bf16"}  # int8 weights and activations, the rest bf16
 CALIBRATION_ROWS = 48  # texts NNCF observes to set the int8 ranges
+# How NNCF quantizes (decision 012 compares them): the transformer model type (its ignored patterns, SmoothQuant
+# for the activations' outliers) with mixed ranges (symmetric weights, asymmetric activations); the same without
+# SmoothQuant; or plain post-training quantization (symmetric, no model type). Weights are per channel in all.
+INT8_RECIPES = ("transformer", "transformer-no-smoothquant", "plain")
+INT8_RECIPE = "transformer"  # the one served; perf/fidelity.py sets another to compare
 
 
 def available() -> bool:
@@ -102,7 +107,8 @@ def cache_key(files: Iterable[Path], precision: str, output: str) -> str:
         import nncf
 
         versions.append(nncf.__version__)
-    digest = hashlib.sha256(f"{precision}|{output}|{'|'.join(versions)}|{CALIBRATION_ROWS}".encode())
+    recipe = f"{INT8_RECIPE}|{CALIBRATION_ROWS}" if precision == "int8" else ""
+    digest = hashlib.sha256(f"{precision}|{output}|{'|'.join(versions)}|{recipe}".encode())
     for file in sorted(files):
         stat = file.stat()
         digest.update(f"|{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
@@ -195,10 +201,11 @@ def calibration_texts() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def quantize(ov_model: Any, tokenizer: Any) -> Any:
-    """Static int8 of the encoder by NNCF's post-training quantization on the calibration text (the
-    transformer preset: SmoothQuant for the activations' outliers, mixed symmetric/asymmetric ranges)."""
+def quantize(ov_model: Any, tokenizer: Any, recipe: str | None = None) -> Any:
+    """Static int8 of the encoder by NNCF's post-training quantization on the calibration text, by `recipe`
+    (INT8_RECIPES; INT8_RECIPE when None)."""
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
     texts = calibration_texts()[:CALIBRATION_ROWS]
     items = []
@@ -210,8 +217,17 @@ def quantize(ov_model: Any, tokenizer: Any) -> Any:
     # the model's load. Its progress is kept off stdout, its log to warnings.
     nncf.set_log_level(logging.WARNING)
     with contextlib.redirect_stdout(io.StringIO()):
+        recipe = recipe or INT8_RECIPE
+        if recipe == "plain":
+            return nncf.quantize(ov_model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE,
+                                 subset_size=len(items))
+        if recipe not in INT8_RECIPES:
+            raise ValueError(f"unknown int8 recipe {recipe!r}: one of {', '.join(INT8_RECIPES)}")
+        smoothing = AdvancedSmoothQuantParameters(matmul=-1) if recipe == "transformer-no-smoothquant" else None
+        advanced = AdvancedQuantizationParameters(smooth_quant_alphas=smoothing) if smoothing else None
         return nncf.quantize(ov_model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
-                             preset=nncf.QuantizationPreset.MIXED, subset_size=len(items))
+                             preset=nncf.QuantizationPreset.MIXED, subset_size=len(items),
+                             advanced_parameters=advanced)
 
 
 def compile_ir(xml: Path, precision: str, threads: int) -> Any:

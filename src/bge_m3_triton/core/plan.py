@@ -121,6 +121,8 @@ def plan(settings: ModelSettings, facts: MachineFacts) -> RuntimePlan:
 
 
 def _engine(settings: ModelSettings, facts: MachineFacts, dtype: str, why: list[str]) -> str:
+    if facts.device != "cpu" and settings.engine == "openvino":
+        why.append("torch: the OpenVINO engine runs on CPU; GPUs run torch")
     if facts.device != "cpu" or settings.engine == "torch":
         return "torch"
     if settings.engine == "openvino":
@@ -132,6 +134,9 @@ def _engine(settings: ModelSettings, facts: MachineFacts, dtype: str, why: list[
     if facts.openvino and dtype in OPENVINO_AUTO_DTYPES and not facts.amx:
         why.append(f"openvino: {dtype} on a CPU without AMX (decision 012)")
         return "openvino"
+    if facts.openvino:
+        why.append(f"torch: OpenVINO not measured faster and as faithful for {dtype}"
+                   f"{' with AMX' if facts.amx else ''} (decision 012)")
     return "torch"
 
 
