@@ -17,6 +17,8 @@ SUITES = {
                                 "throughput"),
     "gateway": ("perf.gateway", "the gateway's cost against the client straight to Triton"),
     "bulk": ("perf.bulk", "the bulk job against perf_analyzer's best"),
+    "engines": ("perf.engines", "engines and precisions (torch, OpenVINO, its int8 recipes) on the model core, "
+                                "in rounds"),
     "ceiling": ("perf.ceiling", "torch's matmul rate at the encoder's shapes: the machine's own limit"),
     "core": ("perf.core_sweep", "the model core alone across token budgets and options"),
     "gpu-smoke": ("perf.gpu_smoke", "the GPU smoke check (scripts/gpu-smoke.sh)"),

@@ -102,3 +102,20 @@ def embed_server(checkpoint: Path, work: Path, *extra: str) -> Any:
 
     return start_server(work, ["--model", str(checkpoint), "--workdir", str(work / "server"), "--models", "bge_m3",
                                *extra], ["bge_m3"])
+
+
+def precision_settings(spec: str, checkpoint: Path) -> Any:
+    """`ModelSettings` for a precision spec as the perf suites take it: a dtype, then `+` options: an attention
+    (`onednn-graph`), `inductor` (compiled), `openvino` (the OpenVINO engine) and one of its int8 recipes
+    (core/openvino_engine.py's INT8_RECIPES, set for this process). E.g. `bfloat16+onednn-graph`,
+    `int8+openvino+weights`."""
+    from bge_m3_triton.core import openvino_engine
+    from bge_m3_triton.core.settings import ModelSettings
+
+    dtype, *options = spec.split("+")
+    openvino_engine.INT8_RECIPE = next((o for o in options if o in openvino_engine.INT8_RECIPES), "transformer")
+    not_attention = ("inductor", "openvino", *openvino_engine.INT8_RECIPES)
+    attention = next((option for option in options if option not in not_attention), "sdpa")
+    return ModelSettings(model=str(checkpoint), dtype=dtype, device="cpu", attention=attention,
+                         compile="inductor" if "inductor" in options else "off",
+                         engine="openvino" if "openvino" in options else "torch")

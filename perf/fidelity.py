@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from perf.common import encoder_checkpoint, machine, parser, publish
+from perf.common import encoder_checkpoint, machine, parser, precision_settings, publish
 
 Output = tuple[np.ndarray, dict[int, float], np.ndarray]  # dense, sparse {id: weight}, ColBERT vectors
 GATE = 0.95  # the least top-10 overlap with fp32 (dense, sparse, ColBERT rerank) a precision `auto` may take
@@ -135,7 +135,6 @@ def main() -> int:
     args = options.parse_args()
 
     from bge_m3_triton.core.m3 import M3Model
-    from bge_m3_triton.core.settings import ModelSettings
     from bge_m3_triton.core.tokens import load_tokenizer
     from perf.corpus import make_texts
     from perf.formats import corpus
@@ -153,15 +152,7 @@ def main() -> int:
         return max(float(np.abs(a[0] - b[0]).max()) for a, b in zip(alone, together))
 
     def run(precision: str) -> tuple[list[Output], tuple[list[Output], list[Output]], float, float]:
-        dtype, *options = precision.split("+")  # e.g. bfloat16+onednn-graph, bfloat16+inductor, int8+openvino
-        from bge_m3_triton.core import openvino_engine
-
-        openvino_engine.INT8_RECIPE = next((o for o in options if o in openvino_engine.INT8_RECIPES), "transformer")
-        not_attention = ("inductor", "openvino", *openvino_engine.INT8_RECIPES)
-        attention = next((option for option in options if option not in not_attention), "sdpa")
-        settings = ModelSettings(model=str(checkpoint), dtype=dtype, device="cpu", attention=attention,
-                                 compile="inductor" if "inductor" in options else "off",
-                                 engine="openvino" if "openvino" in options else "torch")
+        settings = precision_settings(precision, checkpoint)
         model = M3Model.load(settings)
         together = _outputs(model.encode(texts, lengths))
         ranked = (_outputs(model.encode(queries, [512] * len(queries))),

@@ -110,7 +110,7 @@ def test_the_model_core_runs_it_within_rounding_of_sdpa(m3_checkpoint: Path, dty
     fused_or_skip(getattr(torch, dtype))
     texts = [*TEXTS, " ".join(["a passage of moderate length"] * 30)]
     settings = ModelSettings(model=str(m3_checkpoint), dtype=dtype, device="cpu", attention="onednn-graph",
-                             compile="off")
+                             compile="off", engine="torch")
     model = M3Model.load(settings)
     assert model.encoder.config._attn_implementation == attention.NAME
     fused = model.encode(texts, [8192] * len(texts))

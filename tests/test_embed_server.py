@@ -50,7 +50,7 @@ def test_parity_with_pytorch_model_bin_and_the_flag_wins(tmp_path: Path, m3_bin_
     asking for bf16 (even with the stub's opt-in), and `bge-m3-triton info` reports it."""
     ref = encode(m3_bin_checkpoint, TEXTS, QUERY_MAX)
     bf16 = M3Model.load(ModelSettings(model=str(m3_bin_checkpoint), dtype="bfloat16", device="cpu",
-                                     compile="off"))
+                                     compile="off", engine="torch"))
     drift = max(float(np.abs(r.dense - ref["dense_vecs"][i]).max())
                 for i, r in enumerate(bf16.encode(TEXTS, [QUERY_MAX] * len(TEXTS))))
     assert drift > 1e-4  # bf16 would fail the parity below: the served numbers tell the dtype

@@ -58,6 +58,12 @@ TABLE = [
     (ZEN4_OV, {"engine": "openvino", "compile": "inductor"}, ("bfloat16", "openvino", False, 2048, False)),
     (dataclasses.replace(ZEN3, openvino=True), {"engine": "openvino"}, ("float32", "openvino", False, 1024, False)),
     (ZEN4_OV, {"engine": "torch"}, ("bfloat16", "onednn-graph", False, 2048, True)),
+    # engine auto with openvino installed: OpenVINO for bf16 and int8 where native bf16 runs without AMX (012)
+    (ZEN4_OV, {}, ("bfloat16", "openvino", False, 2048, False)),
+    (ZEN4_OV, {"dtype": "int8"}, ("int8", "openvino", False, 1024, False)),
+    (ZEN4_OV, {"dtype": "float32"}, ("float32", "sdpa", False, 1024, True)),  # fp32: not measured, torch
+    (dataclasses.replace(XEON_AMX, openvino=True), {}, ("bfloat16", "sdpa", True, 2048, True)),
+    (dataclasses.replace(ZEN3, openvino=True), {"dtype": "int8"}, ("int8", "sdpa", False, 1024, False)),
     (dataclasses.replace(A100, openvino=True), {"engine": "openvino"}, ("bfloat16", "sdpa", False, 4096, False)),
 ]
 
@@ -91,18 +97,15 @@ def test_cpu_threads_follow_the_instances_computing_at_once(cores: int, computin
     assert plan(settings(torch_threads=requested), A100).threads == requested  # GPUs: torch's default unless set
 
 
-def test_the_engine_is_recorded_and_auto_follows_the_measured_rule(monkeypatch: pytest.MonkeyPatch) -> None:
-    from bge_m3_triton.core import plan as plan_module
-
+def test_the_engine_is_recorded_and_says_why() -> None:
     assert plan(settings(engine="openvino"), ZEN4_OV).engine == "openvino"
-    assert plan(settings(engine="openvino"), dataclasses.replace(A100, openvino=True)).engine == "torch"  # GPUs
-    assert plan(settings(), ZEN4).engine == "torch"  # auto without openvino installed
-    monkeypatch.setattr(plan_module, "OPENVINO_AUTO_DTYPES", frozenset({"bfloat16"}))
-    chosen = plan(settings(), ZEN4_OV)
-    assert chosen.engine == "openvino" and "decision 012" in chosen.describe()
-    assert plan(settings(dtype="float32"), ZEN4_OV).engine == "torch"  # a precision auto does not take
-    assert plan(settings(), dataclasses.replace(XEON_AMX, openvino=True)).engine == "torch"  # AMX: not measured
-    assert plan(settings(), ZEN4).engine == "torch"
+    assert plan(settings(), ZEN4_OV).engine == "openvino"
+    assert "native bf16 and no AMX (decision 012)" in plan(settings(), ZEN4_OV).describe()
+    assert plan(settings(), ZEN4).engine == "torch"  # openvino not installed
+    on_amx = plan(settings(), dataclasses.replace(XEON_AMX, openvino=True))
+    assert on_amx.engine == "torch" and "not measured faster for bfloat16 on a CPU with AMX" in on_amx.describe()
+    on_gpu = plan(settings(engine="openvino"), dataclasses.replace(A100, openvino=True))
+    assert on_gpu.engine == "torch" and "GPUs run torch" in on_gpu.describe()
 
 
 @pytest.mark.parametrize(("facts", "values", "message"), [

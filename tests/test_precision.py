@@ -83,7 +83,7 @@ def test_int8_keeps_the_feed_forward_outputs_in_fp32(m3_checkpoint: Path) -> Non
     from bge_m3_triton.core.m3 import M3Model
     from bge_m3_triton.core.settings import ModelSettings
 
-    model = M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype="int8", device="cpu"))
+    model = M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype="int8", device="cpu", engine="torch"))
     layer = model.encoder.encoder.layer[0]
     assert type(layer.output.dense) is torch.nn.Linear and layer.output.dense.weight.dtype == torch.float32
     for quantized in (layer.attention.self.query, layer.attention.output.dense, layer.intermediate.dense):

@@ -37,9 +37,11 @@ def test_shared_weights_are_mapped_once_and_give_the_same_numbers(
         m3_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: str) -> None:
     monkeypatch.setenv("BGE_M3_SHARED_WEIGHTS_DIR", str(tmp_path))
     private = M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype=dtype, device="cpu", share_weights="off",
-                                                       compile="off"))
-    first = M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype=dtype, device="cpu", compile="off"))
-    second = M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype=dtype, device="cpu", compile="off"))
+                                                       compile="off", engine="torch"))
+    first = M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype=dtype, device="cpu", compile="off",
+                                       engine="torch"))
+    second = M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype=dtype, device="cpu", compile="off",
+                                        engine="torch"))
     files = sorted(tmp_path.glob("*.pt"))
     assert len(files) == 1, files  # written once, by the first instance
     assert not list(tmp_path.glob(".*.tmp"))  # (the lock file `.KEY.lock` stays)
@@ -59,8 +61,8 @@ def test_each_dtype_and_model_kind_has_its_own_file_and_int8_is_private(
         m3_checkpoint: Path, reranker_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BGE_M3_SHARED_WEIGHTS_DIR", str(tmp_path))
     M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype="float32", device="cpu"))
-    M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype="bfloat16", device="cpu", compile="off"))
-    M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype="int8", device="cpu"))
+    M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype="bfloat16", device="cpu", compile="off", engine="torch"))
+    M3Model.load(ModelSettings(model=str(m3_checkpoint), dtype="int8", device="cpu", engine="torch"))
     cross = CrossEncoder.load(ModelSettings(model=str(reranker_checkpoint), dtype="float32", device="cpu"))
     assert len(list(tmp_path.glob("*.pt"))) == 3
     assert cross.score([[0, 10, 2, 2, 11, 2]], [True])[0] == pytest.approx(

@@ -101,7 +101,7 @@ def _load_openvino(settings: ModelSettings, auto_class: Any, what: str, runtime_
     output = "last_hidden_state" if auto_class.__name__ == "AutoModel" else "logits"
     model = openvino_engine.load(files, runtime_plan.dtype, runtime_plan.threads, output,
                                  lambda: _from_pretrained(auto_class, folder, torch.float32, what),
-                                 lambda: load_tokenizer(folder), config)
+                                 lambda: load_tokenizer(folder), config, position_limit(config))
     LOG.info("loaded %s %s on OpenVINO's CPU plugin as %s, sub-batches of up to %d padded tokens", what,
              settings.model, runtime_plan.dtype, runtime_plan.max_batch_tokens)
     return Loaded(folder, model, torch.device("cpu"), torch.float32,

@@ -41,8 +41,10 @@ PRECISIONS = {"float32": "f32", "bfloat16": "bf16", "int8": "bf16"}  # int8 weig
 CALIBRATION_ROWS = 48  # texts NNCF observes to set the int8 ranges
 # How NNCF quantizes (decision 012 compares them): the transformer model type (its ignored patterns, SmoothQuant
 # for the activations' outliers) with mixed ranges (symmetric weights, asymmetric activations); the same without
-# SmoothQuant; or plain post-training quantization (symmetric, no model type). Weights are per channel in all.
-INT8_RECIPES = ("transformer", "transformer-no-smoothquant", "plain")
+# SmoothQuant; the same with the feed-forward output projections (GELU's long-tailed input) left unquantized;
+# plain post-training quantization (symmetric, no model type); or int8 weights alone (activations stay bf16).
+# Weights are per channel in all.
+INT8_RECIPES = ("transformer", "transformer-no-smoothquant", "transformer-fp-ffn-out", "plain", "weights")
 INT8_RECIPE = "transformer"  # the one served; perf/fidelity.py sets another to compare
 
 
@@ -201,16 +203,16 @@ def calibration_texts() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def quantize(ov_model: Any, tokenizer: Any, recipe: str | None = None) -> Any:
-    """Static int8 of the encoder by NNCF's post-training quantization on the calibration text, by `recipe`
-    (INT8_RECIPES; INT8_RECIPE when None)."""
+def quantize(ov_model: Any, tokenizer: Any, max_tokens: int, recipe: str | None = None) -> Any:
+    """Static int8 of the encoder by NNCF's post-training quantization on the calibration text (each text cut to
+    512 tokens, or the model's `max_tokens` if fewer), by `recipe` (INT8_RECIPES; INT8_RECIPE when None)."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
     texts = calibration_texts()[:CALIBRATION_ROWS]
     items = []
     for text in texts:
-        encoded = tokenizer(text, truncation=True, max_length=512)
+        encoded = tokenizer(text, truncation=True, max_length=min(512, max_tokens))
         ids = np.asarray([encoded["input_ids"]], dtype=np.int64)
         items.append({"input_ids": ids, "attention_mask": np.ones_like(ids)})
     # NNCF draws progress bars on stdout, which a Triton Python stub opens as ASCII: a bullet there failed
@@ -218,6 +220,8 @@ def quantize(ov_model: Any, tokenizer: Any, recipe: str | None = None) -> Any:
     nncf.set_log_level(logging.WARNING)
     with contextlib.redirect_stdout(io.StringIO()):
         recipe = recipe or INT8_RECIPE
+        if recipe == "weights":
+            return nncf.compress_weights(ov_model, mode=nncf.CompressWeightsMode.INT8_ASYM)
         if recipe == "plain":
             return nncf.quantize(ov_model, nncf.Dataset(items), preset=nncf.QuantizationPreset.PERFORMANCE,
                                  subset_size=len(items))
@@ -225,9 +229,11 @@ def quantize(ov_model: Any, tokenizer: Any, recipe: str | None = None) -> Any:
             raise ValueError(f"unknown int8 recipe {recipe!r}: one of {', '.join(INT8_RECIPES)}")
         smoothing = AdvancedSmoothQuantParameters(matmul=-1) if recipe == "transformer-no-smoothquant" else None
         advanced = AdvancedQuantizationParameters(smooth_quant_alphas=smoothing) if smoothing else None
+        ignored = nncf.IgnoredScope(patterns=[r".*layer\.\d+\.output\.dense/.*"], validate=False) \
+            if recipe == "transformer-fp-ffn-out" else None
         return nncf.quantize(ov_model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
                              preset=nncf.QuantizationPreset.MIXED, subset_size=len(items),
-                             advanced_parameters=advanced)
+                             advanced_parameters=advanced, ignored_scope=ignored)
 
 
 def compile_ir(xml: Path, precision: str, threads: int) -> Any:
@@ -243,12 +249,12 @@ def compile_ir(xml: Path, precision: str, threads: int) -> Any:
 
 
 def load(files: Sequence[Path], precision: str, threads: int, output: str, torch_model: Callable[[], Any],
-         tokenizer: Callable[[], Any], config: Any) -> OpenVINOModel:
+         tokenizer: Callable[[], Any], config: Any, max_tokens: int) -> OpenVINOModel:
     """The checkpoint as an `OpenVINOModel`: its IR read back, or converted (and quantized) now from
     `torch_model()` and kept for the next start."""
     def build() -> Any:
         converted = convert(torch_model(), output)
-        return quantize(converted, tokenizer()) if precision == "int8" else converted
+        return quantize(converted, tokenizer(), max_tokens) if precision == "int8" else converted
 
     xml = cached_ir(cache_key(files, "int8" if precision == "int8" else "float32", output), build)
     return OpenVINOModel(compile_ir(xml, precision, threads), config, output)

@@ -19,7 +19,9 @@ BF16_MIN_SPEEDUP = 1.25  # bf16 must multiply this much faster than fp32 for `au
 BF16_CAPABILITY = (8, 0)  # Ampere: the first GPUs whose tensor cores run bf16
 CPU_BUDGETS = {"bfloat16": 2048, "float32": 1024, "float16": 1024, "int8": 1024}  # decision 007
 GPU_BUDGET = 4096
-OPENVINO_AUTO_DTYPES: frozenset[str] = frozenset()  # what `engine auto` runs on OpenVINO (decision 012)
+# What `engine auto` runs on OpenVINO, on CPUs with native bf16 and no AMX (decision 012: measured faster there,
+# bf16 within the fidelity gate; int8, asked for, faster and closer to fp32 than torch's dynamic int8).
+OPENVINO_AUTO_DTYPES = frozenset({"bfloat16", "int8"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,12 +133,12 @@ def _engine(settings: ModelSettings, facts: MachineFacts, dtype: str, why: list[
         if dtype == "float16":
             raise PlanError("engine openvino runs float32, bfloat16 or int8 on CPU, not float16")
         return "openvino"
-    if facts.openvino and dtype in OPENVINO_AUTO_DTYPES and not facts.amx:
-        why.append(f"openvino: {dtype} on a CPU without AMX (decision 012)")
+    if facts.openvino and dtype in OPENVINO_AUTO_DTYPES and facts.native_bf16 and not facts.amx:
+        why.append(f"openvino: {dtype} on a CPU with native bf16 and no AMX (decision 012)")
         return "openvino"
     if facts.openvino:
-        why.append(f"torch: OpenVINO not measured faster and as faithful for {dtype}"
-                   f"{' with AMX' if facts.amx else ''} (decision 012)")
+        where = "with AMX" if facts.amx else "with native bf16" if facts.native_bf16 else "without native bf16"
+        why.append(f"torch: OpenVINO not measured faster for {dtype} on a CPU {where} (decision 012)")
     return "torch"
 
 
