@@ -84,12 +84,13 @@ SETTINGS: tuple[Setting, ...] = (
             ("BGE_RERANKER_MODEL",), lands="model", models=(CROSS_ENCODER,)),
     Setting("dtype", str, "auto", "weights' dtype; auto: bf16 on GPUs and on CPUs whose torch runs bf16 "
             "natively and faster than fp32 (timed at start: AVX512-BF16 on a Xeon without AMX ran 0.6-0.8x), else "
-            "fp32; int8 (opt-in, CPU): dynamic int8 Linear layers, ~2x fp32 where there is no bf16",
+            "fp32; int8 (opt-in, CPU): static int8 on the OpenVINO engine, dynamic int8 Linear layers on torch "
+            "(docs/decisions/012-openvino-engine.md)",
             ("BGE_M3_DTYPE",), models=_W, choices=DTYPES),
     Setting("engine", str, "auto", "what runs the transformer on CPU: torch, or OpenVINO's CPU plugin (its IR "
-            "converted once and kept beside the shared weights); auto: by the runtime plan "
-            "(docs/decisions/012-openvino-engine.md); GPUs: torch", ("BGE_M3_ENGINE",), models=_W,
-            choices=("auto", "torch", "openvino")),
+            "converted once and kept beside the shared weights); auto: OpenVINO for bf16 and int8 on CPUs with "
+            "native bf16 and no AMX, else torch (docs/decisions/012-openvino-engine.md); GPUs: torch",
+            ("BGE_M3_ENGINE",), models=_W, choices=("auto", "torch", "openvino")),
     Setting("attention", str, "auto", "CPU self-attention: torch's SDPA, or oneDNN Graph's fused attention; auto: "
             "onednn-graph for bf16 on CPUs without AMX (passages 1.04-1.07x, 1,500-token texts 1.23x on an AMD EPYC), "
             "else sdpa (with AMX, onednn-graph ran 0.93x)", ("BGE_M3_ATTENTION",), models=_W,
