@@ -110,11 +110,7 @@ def cache_key(files: Iterable[Path], precision: str, output: str) -> str:
 
         versions.append(nncf.__version__)
     recipe = f"{INT8_RECIPE}|{CALIBRATION_ROWS}" if precision == "int8" else ""
-    digest = hashlib.sha256(f"{precision}|{output}|{'|'.join(versions)}|{recipe}".encode())
-    for file in sorted(files):
-        stat = file.stat()
-        digest.update(f"|{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:24]
+    return shared_weights.files_key(f"{precision}|{output}|{'|'.join(versions)}|{recipe}", files)
 
 
 def cache_folder() -> Path:

@@ -28,7 +28,13 @@ FOLDER_NAME = "bge-m3-triton-weights"
 
 def weights_key(files: Iterable[Path], dtype: torch.dtype, what: str) -> str:
     """A digest naming one converted state dict: its source files, dtype, torch version and role."""
-    digest = hashlib.sha256(f"{what}|{dtype}|{torch.__version__}".encode())
+    return files_key(f"{what}|{dtype}|{torch.__version__}", files)
+
+
+def files_key(prefix: str, files: Iterable[Path]) -> str:
+    """A digest of `prefix` and each source file's path, size and modification time (a changed checkpoint
+    names another key; an unchanged one is not read)."""
+    digest = hashlib.sha256(prefix.encode())
     for file in sorted(files):
         stat = file.stat()
         digest.update(f"|{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
