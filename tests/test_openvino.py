@@ -1,6 +1,7 @@
 """The OpenVINO engine (core/openvino_engine.py) against torch, the reference, on the tiny checkpoints: the
-same outputs in fp32, its IR built once and read back, a damaged IR rebuilt rather than trusted. Its reduced
-precisions through a real Triton are in test_precision.py; its speed and fidelity on real weights in perf/."""
+same outputs in fp32, in-process and through a real Triton, its IR built once and read back on restart, a
+damaged IR rebuilt rather than trusted. Its bf16 and int8 through a real Triton are in test_precision.py; its
+speed and fidelity on real weights in perf/ (docs/decisions/012-openvino-engine.md)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import Server, start_server
 from reference import TEXTS
 
+from bge_m3_client import BGEM3Client
 from bge_m3_triton.core import openvino_engine
 from bge_m3_triton.core.cross_encoder import CrossEncoder
 from bge_m3_triton.core.m3 import M3Model
@@ -109,3 +112,28 @@ def test_calibration_text_is_shipped_multilingual_long_and_short() -> None:
     assert lengths[0] < 80 and lengths[-1] > 1000
     assert any(ord(ch) > 0x3000 for text in texts for ch in text)  # CJK among them
     assert any("\u0400" <= ch <= "\u04ff" for text in texts for ch in text)  # Cyrillic
+
+
+@pytest.mark.server
+def test_served_through_triton_in_fp32_it_equals_torch_and_a_restart_reads_its_ir_back(
+        server: Server, tmp_path: Path, m3_checkpoint: Path) -> None:
+    """The main test server runs torch fp32; this one the OpenVINO engine in fp32, twice over one IR folder."""
+    def served(url: str) -> list[tuple[np.ndarray, ...]]:
+        with BGEM3Client(url) as client:
+            results = client.encode(TEXTS, is_passage=True, return_colbert=True)
+        return [(r.dense, np.asarray(r.sparse["indices"]), np.asarray(r.sparse["values"], dtype=np.float32),
+                 r.colbert) for r in results]
+
+    args = ["--model", str(m3_checkpoint), "--dtype", "float32", "--engine", "openvino", "--models", "bge_m3"]
+    env = {"BGE_M3_SHARED_WEIGHTS_DIR": str(tmp_path / "shared")}
+    reference = served(server.http)
+    for start in ("first", "restart"):
+        (tmp_path / start).mkdir()
+        running = start_server(tmp_path / start, args, ["bge_m3"], env=env)
+        try:
+            assert_close(served(running.http), reference, 1e-5)
+        finally:
+            assert running.stop() == 0
+        log = running.log.read_text()
+        assert "on OpenVINO's CPU plugin as float32" in log
+        assert ("OpenVINO IR built" in log) == (start == "first") and ("IR read back" in log) == (start == "restart")
