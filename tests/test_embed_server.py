@@ -93,8 +93,9 @@ def test_concurrent_requests_with_different_modes_and_outputs(server: Server, m3
             assert_embedding_matches(result, ref, index, dense, sparse, colbert)
     wait_until_idle(server)  # the counters are whole once no request is in the model
     passes, requests, texts, forward_s, answer_s = (now - then for now, then in zip(_forward_counts(server), before))
-    assert (requests, texts) == (len(cases), len(cases) * len(TEXTS))
-    assert 1 <= passes <= len(cases) and forward_s > 0 and answer_s > 0, (passes, forward_s, answer_s)
+    probes = requests - len(cases)  # the launcher's watchdog may probe meanwhile: one text per request
+    assert probes >= 0 and texts == len(cases) * len(TEXTS) + probes, (requests, texts)
+    assert 1 <= passes <= len(cases) + probes and forward_s > 0 and answer_s > 0, (passes, forward_s, answer_s)
     # that requests arriving during a forward pass share the next is tested with a held model (test_faults.py)
 
 

@@ -68,7 +68,8 @@ def encode(vectors: np.ndarray, fmt: str) -> tuple[np.ndarray, np.ndarray | None
         packed = np.packbits(vectors > 0, axis=-1)
         return (packed if fmt == UBINARY else (packed.astype(np.int16) - UINT8_ZERO).astype(np.int8)), None
     peak = np.abs(vectors).max(axis=-1, keepdims=True)
-    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    scale = (peak / np.float32(127.0)).astype(np.float32)
+    scale = np.where(scale > 0, scale, np.float32(1.0))  # all zeros, or so small the step underflows: zeros
     quantized = np.clip(np.rint(vectors / scale), -127, 127).astype(np.int8)
     if fmt == UINT8:
         return (quantized.astype(np.int16) + UINT8_ZERO).astype(np.uint8), scale
